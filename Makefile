@@ -1,0 +1,41 @@
+# qlane: `make demo` runs the main job on the bundled MobileNet; `make test` runs every check.
+# Both create .venv and install everything from PyPI on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+MODEL  := examples/mobilenet_v1_0.25_128_u8.tflite
+INPUTS := examples/mobilenet_v1_0.25_128_u8.inputs.npz
+OUT    := build/demo
+
+.PHONY: all demo test lint bench fuzz-bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	@mkdir -p $(OUT)
+	$(BIN)/qlane inspect $(MODEL)
+	$(BIN)/qlane simulate $(MODEL) --inputs $(INPUTS) --output $(OUT)/outputs.npz --tensors $(OUT)/tensors.npz
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_simulator.py
+
+fuzz-bench: $(STAMP)
+	$(BIN)/python bench/fuzz_importer.py --count 10000
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

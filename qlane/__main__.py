@@ -1,0 +1,3 @@
+from qlane.cli import main
+
+main()
