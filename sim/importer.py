@@ -208,10 +208,9 @@ def _parse(data: bytes, name: str) -> Graph:
         outs = tuple(check_index(int(i), where, False) for i in o.OutputsAsNumpy()) \
             if o.OutputsLength() else ()
         ops.append(Operator(k, opcode, ins, outs, _options(o, opcode, where)))
-    for t in (tensors[i] for i in inputs):
-        if np.dtype(t.dtype).kind == "f":
-            raise ModelError(f"graph input {t.describe()}: float models are not supported; "
-                             "quantize to uint8 or int8 first")
+    if not any(t.quant is not None for t in tensors):
+        raise ModelError(f"{name}: float model (no quantized tensor); qlane runs uint8 or int8 "
+                         "models: quantize it first")
     return Graph(tensors, ops, inputs, outputs, name=name)
 
 
