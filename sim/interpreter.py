@@ -1,4 +1,4 @@
-"""Run a graph on batches of samples with the reference kernels, keeping intermediates on request."""
+"""Run a graph on batches of samples with the reference kernels; keep intermediates on request."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import ZOO, ZOO_MODELS
 
+from conftest import ZOO, ZOO_MODELS
 from qlane.sim import Interpreter, load_tflite
 
 

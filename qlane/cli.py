@@ -1,0 +1,255 @@
+"""The ``qlane`` command line: inspect and simulate quantized .tflite models."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from qlane.sim import ROUNDINGS, Graph, Interpreter, ModelError, load_tflite
+from qlane.sim.ops import KERNELS
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user; exit code 1."""
+
+
+def _load(path: str) -> Graph:
+    try:
+        return load_tflite(path)
+    except ModelError as e:
+        raise UserError(str(e)) from None
+
+
+def _quant_text(t) -> str:
+    if t is None or t.quant is None:
+        return "-"
+    q = t.quant
+    if q.per_axis:
+        return f"per-axis[{q.scale.size}] {float(q.scale.min()):.3g}..{float(q.scale.max()):.3g}"
+    return f"{float(q.s):.6g}/{q.zp}"
+
+
+def _is_param(t) -> bool:
+    """Weights and biases: quantized constants (shape and axis operands are not parameters)."""
+    return t.is_constant and t.quant is not None
+
+
+def layer_table(graph: Graph) -> list[dict[str, Any]]:
+    """Per-operator facts: op, shapes, dtypes, quantization, MACs and parameter count."""
+    rows = []
+    for op in graph.operators:
+        kernel = KERNELS.get(op.opcode)
+        ins = [graph.tensor(i) for i in op.inputs]
+        acts = [t for t in ins if t is not None and not t.is_constant]
+        consts = [t for t in ins if t is not None and _is_param(t)]
+        outs = [graph.tensors[i] for i in op.outputs]
+        rows.append({
+            "index": op.index,
+            "op": op.opcode,
+            "supported": kernel is not None,
+            "inputs": [{"shape": list(t.shape), "dtype": np.dtype(t.dtype).name,
+                        "quant": _quant_text(t)} for t in acts],
+            "outputs": [{"shape": list(t.shape), "dtype": np.dtype(t.dtype).name,
+                         "quant": _quant_text(t)} for t in outs],
+            "macs": kernel.macs(op, graph) if kernel else 0,
+            "params": sum(t.size for t in consts),
+            "param_bytes": sum(t.nbytes for t in consts),
+            "options": {k: v for k, v in op.options.items() if v is not None},
+        })
+    return rows
+
+
+def _summary(graph: Graph, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    consts = {i for op in graph.operators for i in op.inputs
+              if i >= 0 and _is_param(graph.tensors[i])}
+    return {
+        "model": graph.name,
+        "scheme": graph.scheme,
+        "inputs": [_io(t) for t in graph.input_tensors],
+        "outputs": [_io(t) for t in graph.output_tensors],
+        "layers": rows,
+        "total": {
+            "layers": len(rows),
+            "macs": sum(r["macs"] for r in rows),
+            "params": sum(graph.tensors[i].size for i in consts),
+            "param_bytes": sum(graph.tensors[i].nbytes for i in consts),
+            "unsupported": sorted({r["op"] for r in rows if not r["supported"]}),
+        },
+    }
+
+
+def _io(t) -> dict[str, Any]:
+    q = t.quant
+    return {"name": t.name, "index": t.index, "shape": list(t.shape),
+            "dtype": np.dtype(t.dtype).name,
+            "scale": None if q is None else [float(s) for s in q.scale],
+            "zero_point": None if q is None else [int(z) for z in q.zero_point]}
+
+
+def _fmt_shapes(items: list[dict[str, Any]]) -> str:
+    return " ".join("x".join(map(str, d["shape"])) or "scalar" for d in items)
+
+
+def _print_table(info: dict[str, Any]) -> None:
+    click.echo(f"model {info['model']}  scheme {info['scheme']}")
+    for kind in ("inputs", "outputs"):
+        for t in info[kind]:
+            q = "" if t["scale"] is None else f"  scale {t['scale'][0]:.6g} zp {t['zero_point'][0]}"
+            click.echo(f"  {kind[:-1]:6s} {t['name']!r} {t['shape']} {t['dtype']}{q}")
+    head = (f"{'#':>3}  {'op':<18} {'input':<14} {'output':<14} {'dtype':<6} "
+            f"{'in scale/zp':<18} {'out scale/zp':<18} {'MACs':>11} {'params':>8}")
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r in info["layers"]:
+        inq = r["inputs"][0]["quant"] if r["inputs"] else "-"
+        outq = r["outputs"][0]["quant"] if r["outputs"] else "-"
+        dtype = r["outputs"][0]["dtype"] if r["outputs"] else "-"
+        mark = "" if r["supported"] else "  (unsupported)"
+        click.echo(f"{r['index']:>3}  {r['op']:<18} {_fmt_shapes(r['inputs']):<14} "
+                   f"{_fmt_shapes(r['outputs']):<14} {dtype:<6} {inq:<18} {outq:<18} "
+                   f"{r['macs']:>11,} {r['params']:>8,}{mark}")
+    t = info["total"]
+    click.echo("-" * len(head))
+    click.echo(f"total: {t['layers']} layers, {t['macs']:,} MACs, {t['params']:,} parameters "
+               f"({t['param_bytes']:,} bytes)")
+    if t["unsupported"]:
+        click.echo(f"unsupported operators: {', '.join(t['unsupported'])}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="qlane")
+def main() -> None:
+    """Simulate 8-bit quantized .tflite networks bit-exactly, for DSPs and microcontrollers."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(model: str, as_json: bool) -> None:
+    """Per-layer op, shapes, dtypes, scales/zero points, MACs and parameters of MODEL."""
+    graph = _load(model)
+    info = _summary(graph, layer_table(graph))
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+    else:
+        _print_table(info)
+
+
+def _read_inputs(path: str, graph: Graph) -> list[np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"cannot read inputs {path}: {str(e).splitlines()[0]}") from None
+    out = []
+    for k, t in enumerate(graph.input_tensors):
+        key = f"in{k}"
+        if key not in arrays:
+            raise UserError(f"{path}: missing array '{key}' for model input {k} "
+                            f"('{t.name}', shape [N, {', '.join(map(str, t.shape))}])")
+        x = arrays[key]
+        if tuple(x.shape[1:]) != tuple(t.shape):
+            raise UserError(f"{path}: '{key}' has shape {list(x.shape)}, model input {k} needs "
+                            f"[N, {', '.join(map(str, t.shape))}]")
+        if x.dtype != t.dtype:
+            raise UserError(f"{path}: '{key}' has dtype {x.dtype.name}, model input {k} needs "
+                            f"{np.dtype(t.dtype).name}")
+        out.append(x)
+    return out
+
+
+def random_inputs(graph: Graph, samples: int, seed: int) -> list[np.ndarray]:
+    """Seeded uniform random inputs, ``[samples, *shape]`` per model input."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in graph.input_tensors:
+        dt = np.dtype(t.dtype)
+        if dt.kind == "f":
+            out.append(rng.uniform(-1, 1, (samples, *t.shape)).astype(dt))
+        else:
+            info = np.iinfo(dt)
+            out.append(rng.integers(info.min, info.max, (samples, *t.shape), endpoint=True,
+                                    dtype=dt))
+    return out
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically: a failure leaves an existing file untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _check_target(out: str, *protected: str | None) -> Path:
+    p = Path(out)
+    if p.is_dir():
+        raise UserError(f"{out} is a directory; give a file name ending in .npz")
+    if p.suffix != ".npz":
+        raise UserError(f"{out}: output file name must end in .npz")
+    for other in protected:
+        if other and p.exists() and p.resolve() == Path(other).resolve():
+            raise UserError(f"refusing to overwrite {other} with results")
+    return p
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
+              help="NPZ with in0, in1, ... of shape [N, *input_shape]. Default: random.")
+@click.option("--output", "output_path", required=True, help="NPZ to write out0, out1, ...")
+@click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True,
+              help="double: classic TFLite/TFLM; single: TFLITE_SINGLE_ROUNDING (CMSIS-NN); "
+                   "litert: LiteRT's float-requantized FULLY_CONNECTED.")
+@click.option("--tensors", "tensors_path", help="Also write every tensor as t{index} to this NPZ.")
+@click.option("--samples", default=4, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Number of random samples when --inputs is not given.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of random inputs.")
+def simulate(model: str, inputs_path: str | None, output_path: str, rounding: str,
+             tensors_path: str | None, samples: int, seed: int) -> None:
+    """Run MODEL bit-exactly on every sample and write the outputs."""
+    graph = _load(model)
+    out = _check_target(output_path, model, inputs_path)
+    tens = _check_target(tensors_path, model, inputs_path, output_path) if tensors_path else None
+    if tens is not None and tens.resolve() == out.resolve():
+        raise UserError("--tensors and --output must be different files")
+    inputs = (_read_inputs(inputs_path, graph) if inputs_path
+              else random_inputs(graph, samples, seed))
+    try:
+        interp = Interpreter(graph, rounding)
+        start = time.perf_counter()
+        result = interp.run(inputs, keep=tens is not None)
+        seconds = time.perf_counter() - start
+    except ModelError as e:
+        raise UserError(str(e)) from None
+    n = inputs[0].shape[0]
+    _save_npz(out, {f"out{k}": y for k, y in enumerate(result.outputs)})
+    source = inputs_path or f"{n} random samples (seed {seed})"
+    click.echo(f"simulated {graph.name} ({rounding} rounding) on {source}: "
+               f"{seconds * 1e3:.1f} ms, {seconds * 1e3 / n:.2f} ms/sample")
+    for k, y in enumerate(result.outputs):
+        line = f"  out{k} {list(y.shape)} {y.dtype.name} range [{y.min()}, {y.max()}]"
+        flat = y.reshape(n, -1)
+        if flat.shape[1] > 1:
+            line += f"  argmax per sample {flat.argmax(axis=1).tolist()[:8]}"
+        click.echo(line)
+    click.echo(f"wrote {out}")
+    if tens is not None:
+        _save_npz(tens, {f"t{i}": v for i, v in sorted(result.tensors.items())})
+        click.echo(f"wrote {tens} ({len(result.tensors)} tensors)")
+
+
+if __name__ == "__main__":
+    main()
