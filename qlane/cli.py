@@ -58,6 +58,7 @@ def layer_table(graph: Graph) -> list[dict[str, Any]]:
                         "quant": _quant_text(t)} for t in acts],
             "outputs": [{"shape": list(t.shape), "dtype": np.dtype(t.dtype).name,
                          "quant": _quant_text(t)} for t in outs],
+            "weights": _quant_text(consts[0]) if consts else "-",
             "macs": kernel.macs(op, graph) if kernel else 0,
             "params": sum(t.size for t in consts),
             "param_bytes": sum(t.nbytes for t in consts),
@@ -104,7 +105,8 @@ def _print_table(info: dict[str, Any]) -> None:
             q = "" if t["scale"] is None else f"  scale {t['scale'][0]:.6g} zp {t['zero_point'][0]}"
             click.echo(f"  {kind[:-1]:6s} {t['name']!r} {t['shape']} {t['dtype']}{q}")
     head = (f"{'#':>3}  {'op':<18} {'input':<14} {'output':<14} {'dtype':<6} "
-            f"{'in scale/zp':<18} {'out scale/zp':<18} {'MACs':>11} {'params':>8}")
+            f"{'in scale/zp':<18} {'out scale/zp':<18} {'weight scale/zp':<30} {'MACs':>11} "
+            f"{'params':>8}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in info["layers"]:
@@ -114,7 +116,7 @@ def _print_table(info: dict[str, Any]) -> None:
         mark = "" if r["supported"] else "  (unsupported)"
         click.echo(f"{r['index']:>3}  {r['op']:<18} {_fmt_shapes(r['inputs']):<14} "
                    f"{_fmt_shapes(r['outputs']):<14} {dtype:<6} {inq:<18} {outq:<18} "
-                   f"{r['macs']:>11,} {r['params']:>8,}{mark}")
+                   f"{r['weights']:<30} {r['macs']:>11,} {r['params']:>8,}{mark}")
     t = info["total"]
     click.echo("-" * len(head))
     click.echo(f"total: {t['layers']} layers, {t['macs']:,} MACs, {t['params']:,} parameters "

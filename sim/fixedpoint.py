@@ -69,7 +69,8 @@ def _trunc_div(x: np.ndarray, d: int) -> np.ndarray:
 
 
 @_primitive(
-    meaning="round(a * b / 2^31), ties away from zero: the Q31 product of two Q31 numbers",
+    meaning="round(a * b / 2^31), ties toward +infinity (-0.5 -> 0): the Q31 product of two "
+    "Q31 numbers",
     saturation="INT32_MIN * INT32_MIN would be +1.0; it saturates to INT32_MAX (the only case)",
     instruction="NEON VQRDMULH (vqrdmulhq_s32); gemmlowp SaturatingRoundingDoublingHighMul",
 )

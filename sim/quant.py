@@ -13,6 +13,16 @@ import numpy as np
 from .fixedpoint import dtype_range
 
 
+def round_half_away(v) -> np.ndarray:
+    """C's ``std::round`` of float32 values (ties away from zero), exactly.
+
+    ``floor(|v| + 0.5)`` in float32 is wrong for 0.49999997 (the sum rounds up to 1.0) and for odd
+    integers above 2^23; in float64 the sum is exact for every float32 input.
+    """
+    v = np.asarray(v, np.float64)
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
 @dataclass(frozen=True)
 class QuantParams:
     """Scale(s) and zero point(s) of a tensor; one entry per tensor or one per slice of `axis`."""
@@ -59,9 +69,10 @@ def quantize(x, params: QuantParams, dtype) -> np.ndarray:
     """Reference QUANTIZE: ``clamp(round(x / scale) + zero_point)``, ties away from zero."""
     x = np.asarray(x, np.float32)
     scale, zp = params._broadcast(x.ndim)
-    q = np.sign(x / scale) * np.floor(np.abs(x / scale) + np.float32(0.5))
+    q = round_half_away(x / scale)  # float32 division, as TFLite's reference
     lo, hi = dtype_range(dtype)
-    return np.clip(q.astype(np.int64) + zp, lo, hi).astype(dtype)
+    q = np.clip(q, -(2.0**62), 2.0**62).astype(np.int64)
+    return np.clip(q + zp, lo, hi).astype(dtype)
 
 
 def dequantize(q, params: QuantParams) -> np.ndarray:
@@ -89,7 +100,7 @@ def nudge(rmin: float, rmax: float, num_bits: int = 8, narrow_range: bool = Fals
     elif zp_from_min > qmax:
         zp = int(qmax)
     else:
-        zp = int(np.floor(zp_from_min + f(0.5)))  # std::round on a non-negative float
+        zp = int(round_half_away(zp_from_min))
     nudged_min = (qmin - f(zp)) * scale
     nudged_max = (qmax - f(zp)) * scale
     return f(nudged_min), f(nudged_max), f(scale), f(inv_scale), zp
@@ -121,22 +132,24 @@ def fake_quant(
     narrow_range: bool = False,
     variant: str = "multiply",
 ) -> np.ndarray:
-    """TensorFlow's FakeQuantWithMinMaxVars on float32 values.
+    """TensorFlow's fake quantization of float32 values onto the nudged (min, max) grid.
 
-    ``variant="multiply"`` scales by the recomputed ``inv_scale`` (TensorFlow's kernel);
-    ``"divide"`` divides by ``scale`` (TFLite Micro's test helpers and older TensorFlow).
+    ``variant="multiply"`` scales by Nudge's recomputed ``inv_scale`` (FakeQuantWithMinMaxArgs
+    and the per-channel kernel); ``"divide"`` divides by ``scale`` (FakeQuantWithMinMaxVars).
+    Outputs are ``(q - quant_zero) * scale`` as in TensorFlow >= 2.5, so 0.0 maps to exactly 0.0;
+    ``min == max == 0`` gives zeros.
     """
     f = np.float32
     x = np.asarray(x, f)
-    nmin, nmax, scale, inv_scale, _ = nudge(rmin, rmax, num_bits, narrow_range)
-    shifted = np.clip(x, nmin, nmax) - nmin
-    if variant == "multiply":
-        steps = np.floor(shifted * inv_scale + f(0.5))
-    elif variant == "divide":
-        steps = np.floor(shifted / scale + f(0.5))
-    else:
+    if variant not in ("multiply", "divide"):
         raise ValueError(f"fake_quant variant must be 'multiply' or 'divide', not {variant!r}")
-    return (steps * scale + nmin).astype(f)
+    if f(rmin) == 0 and f(rmax) == 0:
+        return np.zeros_like(x)
+    nmin, nmax, scale, inv_scale, _ = nudge(rmin, rmax, num_bits, narrow_range)
+    quant_zero = np.floor(-nmin * inv_scale + f(0.5))
+    shifted = np.clip(x, nmin, nmax) - nmin
+    steps = shifted * inv_scale if variant == "multiply" else shifted / scale
+    return (np.floor(steps - quant_zero + f(0.5)) * scale).astype(f)
 
 
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
@@ -150,8 +163,7 @@ def activation_range(activation: str, params: QuantParams | None, dtype) -> tupl
     scale, zp = np.float32(params.s), params.zp
 
     def q(v: float) -> int:
-        r = np.float32(v) / scale
-        return zp + int(np.sign(r) * np.floor(np.abs(r) + np.float32(0.5)))
+        return zp + int(round_half_away(np.float32(v) / scale))
 
     if activation == "RELU":
         return max(lo, zp), hi

@@ -1,0 +1,81 @@
+"""Kernel symbols that name their spec and parse back, and C-safe identifiers and comments.
+
+A generated layer function is called ``<model>_l<index>_<dtype>_<op>_<variant>_<rounding>_<tile>
+__<isa>``, e.g. ``mnet_l003_qu8_dwconv2d_k3x3s2_rnddbl_1x8__neon``: layer 3 of model ``mnet``,
+uint8 depthwise 3x3 stride 2, double rounding, one row by eight channels per pass, NEON.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DTYPES = {"uint8": "qu8", "int8": "qs8"}
+ROUNDING_TAGS = {"double": "rnddbl", "single": "rndsgl", "litert": "rndflt"}
+ISAS = ("c", "dsp", "neon")
+
+_SYMBOL = re.compile(
+    r"^(?P<prefix>[A-Za-z_][A-Za-z0-9_]*?)_l(?P<index>\d{3,})_(?P<dtype>qu8|qs8)_(?P<op>[a-z0-9]+)"
+    r"_(?P<variant>[a-z0-9]+)_(?P<rounding>rnddbl|rndsgl|rndflt)_(?P<tile>\d+x\d+)"
+    r"__(?P<isa>c|dsp|neon)$"
+)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What a generated layer function computes, and how."""
+
+    prefix: str
+    index: int
+    dtype: str  # "uint8" | "int8"
+    op: str  # short op tag: conv2d, dwconv2d, fc, add, ...
+    variant: str  # shape facts that select the code: k3x3s2, 1x1, ...
+    rounding: str  # "double" | "single" | "litert"
+    tile: str  # "MxN": outputs (rows x channels) computed per inner pass
+    isa: str  # "c" | "dsp" | "neon"
+
+    @property
+    def symbol(self) -> str:
+        return (f"{self.prefix}_l{self.index:03d}_{DTYPES[self.dtype]}_{self.op}_{self.variant}_"
+                f"{ROUNDING_TAGS[self.rounding]}_{self.tile}__{self.isa}")
+
+
+def parse_symbol(symbol: str) -> KernelSpec:
+    """Inverse of :attr:`KernelSpec.symbol`."""
+    m = _SYMBOL.match(symbol)
+    if not m:
+        raise ValueError(f"not a qlane kernel symbol: {symbol!r}")
+    d = m.groupdict()
+    return KernelSpec(
+        prefix=d["prefix"], index=int(d["index"]),
+        dtype={v: k for k, v in DTYPES.items()}[d["dtype"]], op=d["op"], variant=d["variant"],
+        rounding={v: k for k, v in ROUNDING_TAGS.items()}[d["rounding"]], tile=d["tile"],
+        isa=d["isa"],
+    )
+
+
+_C_KEYWORDS = frozenset("""
+auto break case char const continue default do double else enum extern float for goto if inline
+int long register restrict return short signed sizeof static struct switch typedef union unsigned
+void volatile while _Bool _Complex _Imaginary main
+""".split())
+
+
+def c_identifier(text: str, fallback: str = "model") -> str:
+    """A C identifier derived from untrusted text: [a-z0-9_], not a keyword, not leading digit."""
+    ident = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()[:40]
+    if not ident:
+        ident = fallback
+    if ident[0].isdigit():
+        ident = f"m_{ident}"
+    if ident in _C_KEYWORDS or ident.startswith("__"):
+        ident = f"{ident}_"
+    return ident
+
+
+def c_comment(text: str, limit: int = 120) -> str:
+    """Untrusted text made safe inside a ``/* ... */`` comment: printable ASCII, no delimiters."""
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    clean = clean.replace("*/", "* /").replace("/*", "/ *").replace("\\", "/")
+    clean = clean.replace("??", "?.?")  # no trigraphs
+    return clean[:limit]
