@@ -141,9 +141,17 @@ def mul_by_quantized_multiplier(x, multiplier, shift, rounding: Rounding = "doub
     raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
 
 
-def _round_half_away(v: np.ndarray) -> np.ndarray:
-    """C's round(): ties away from zero (exact for |v| < 2^52)."""
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+def round_half_away(v) -> np.ndarray:
+    """C's ``round``/``roundf``: nearest integer, ties away from zero, as float64.
+
+    Exact for every float32 and float64 input (``floor(|v| + 0.5)`` is not: 0.49999997 and
+    odd integers above 2^52 round wrongly), NaN and infinities pass through.
+    """
+    v = np.asarray(v, np.float64)
+    a = np.abs(v)
+    f = np.floor(a)
+    with np.errstate(invalid="ignore"):
+        return np.copysign(f + (a - f >= 0.5), v)
 
 
 def quantize_multiplier(real, rounding: Rounding = "double") -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +163,7 @@ def quantize_multiplier(real, rounding: Rounding = "double") -> tuple[np.ndarray
     """
     real = np.asarray(real, dtype=np.float64)
     mant, exp = np.frexp(real)
-    q = _round_half_away(mant * float(1 << 31)).astype(np.int64)
+    q = round_half_away(mant * float(1 << 31)).astype(np.int64)
     exp = exp.astype(np.int64)
     top = q == (1 << 31)
     q = np.where(top, q // 2, q)

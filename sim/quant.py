@@ -10,17 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fixedpoint import dtype_range
-
-
-def round_half_away(v) -> np.ndarray:
-    """C's ``std::round`` of float32 values (ties away from zero), exactly.
-
-    ``floor(|v| + 0.5)`` in float32 is wrong for 0.49999997 (the sum rounds up to 1.0) and for odd
-    integers above 2^23; in float64 the sum is exact for every float32 input.
-    """
-    v = np.asarray(v, np.float64)
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+from .fixedpoint import INT32_MIN, dtype_range, round_half_away, wrap_int32
 
 
 @dataclass(frozen=True)
@@ -66,13 +56,20 @@ class QuantParams:
 
 
 def quantize(x, params: QuantParams, dtype) -> np.ndarray:
-    """Reference QUANTIZE: ``clamp(round(x / scale) + zero_point)``, ties away from zero."""
+    """Reference QUANTIZE (AffineQuantize): ``clamp((int32) roundf(x / scale) + zero_point)``.
+
+    ``x / scale`` is a float32 division and ``roundf`` rounds ties away from zero. A quotient
+    that does not fit int32 (or NaN) converts to INT32_MIN, as x86's ``cvttss2si`` does, and the
+    zero point is then added with int32 wrap-around, as TFLite's C code does on such a machine.
+    """
     x = np.asarray(x, np.float32)
     scale, zp = params._broadcast(x.ndim)
-    q = round_half_away(x / scale)  # float32 division, as TFLite's reference
+    r = round_half_away(x / np.float32(scale) if np.ndim(scale) == 0 else x / scale)
+    with np.errstate(invalid="ignore"):
+        fits = np.isfinite(r) & (r >= INT32_MIN) & (r < 2.0**31)
+    as_int = np.where(fits, np.where(fits, r, 0).astype(np.int64), INT32_MIN)
     lo, hi = dtype_range(dtype)
-    q = np.clip(q, -(2.0**62), 2.0**62).astype(np.int64)
-    return np.clip(q + zp, lo, hi).astype(dtype)
+    return np.clip(wrap_int32(as_int + zp), lo, hi).astype(dtype)
 
 
 def dequantize(q, params: QuantParams) -> np.ndarray:

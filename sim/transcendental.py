@@ -21,6 +21,7 @@ from .fixedpoint import (
     INT32_MIN,
     Rounding,
     mul_by_quantized_multiplier,
+    round_half_away,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
     wrap_int32,
@@ -68,7 +69,7 @@ class FixedPoint:
     def from_double(cls, x, integer_bits: int) -> FixedPoint:
         """``round(x * 2^frac)`` (ties away from zero), clamped to the int32 range."""
         scaled = np.asarray(x, np.float64) * float(1 << (31 - integer_bits))
-        r = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+        r = round_half_away(scaled)
         return cls(np.clip(r, INT32_MIN, INT32_MAX).astype(np.int64), integer_bits)
 
     @classmethod

@@ -334,3 +334,13 @@ def test_every_primitive_is_documented():
     for name, p in PRIMITIVES.items():
         assert p.name == name
         assert p.meaning.strip() and p.saturation.strip() and p.instruction.strip(), name
+
+
+def test_round_half_away_is_exact_for_float64_and_float32() -> None:
+    from qlane.sim.fixedpoint import round_half_away
+
+    below = np.nextafter(0.5, 0.0)
+    v = np.array([0.5, -0.5, 1.5, -2.5, below, -below, 2.0**52 + 1, np.inf, -0.0])
+    assert round_half_away(v).tolist() == [1, -1, 2, -3, 0, -0.0, 2.0**52 + 1, np.inf, -0.0]
+    assert round_half_away(np.float32(0.49999997)) == 0
+    assert np.isnan(round_half_away(np.nan))

@@ -7,6 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from qlane.sim.fixedpoint import round_half_away
 from qlane.sim.quant import (
     QuantParams,
     activation_range,
@@ -15,7 +16,6 @@ from qlane.sim.quant import (
     nudge,
     params_from_min_max,
     quantize,
-    round_half_away,
 )
 
 f32 = np.float32

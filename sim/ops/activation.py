@@ -30,6 +30,7 @@ from ..fixedpoint import (
     dtype_range,
     mul_by_quantized_multiplier,
     quantize_multiplier,
+    round_half_away,
 )
 from ..graph import Graph, Operator, Tensor
 from ..quant import QuantParams, activation_range
@@ -64,12 +65,6 @@ def unary_quantized(kernel: Kernel) -> tuple[Tensor, Tensor, QuantParams, QuantP
                 f"{np.dtype(out.dtype).name})")
     assert inp.quant is not None and out.quant is not None
     return inp, out, inp.quant, out.quant
-
-
-def _round_half_away_f32(v: np.ndarray) -> np.ndarray:
-    """C ``roundf`` on float32 values (exact: computed in float64)."""
-    v = v.astype(np.float64)
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
 def _logistic_f32(x: np.ndarray) -> np.ndarray:
@@ -163,7 +158,7 @@ def populate_lut(
     dequantized = F32(in_q.s) * (values - in_q.zp).astype(F32)
     transformed = fn(dequantized)
     inverse_scale = F32(1) / F32(out_q.s)
-    rescaled = _round_half_away_f32((transformed * inverse_scale).astype(F32))
+    rescaled = round_half_away((transformed * inverse_scale).astype(F32))
     shifted = (rescaled.astype(F32) + F32(out_q.zp)).astype(np.float64)
     if not np.all((shifted >= INT32_MIN) & (shifted <= INT32_MAX)):
         raise ValueError("table values overflow int32 (output scale too small): the "

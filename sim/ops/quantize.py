@@ -10,34 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..fixedpoint import (
-    INT32_MIN,
     Rounding,
     dtype_range,
     mul_by_quantized_multiplier,
     quantize_multiplier,
-    wrap_int32,
 )
 from ..graph import Graph, Operator
+from ..quant import QuantParams, quantize
 from .base import Kernel, register
 
 _F = np.float32
 _INTS = (np.dtype(np.uint8), np.dtype(np.int8))
-
-
-def affine_quantize(x: np.ndarray, scale: np.float32, zero_point: int, dtype) -> np.ndarray:
-    """Reference AffineQuantize: ``clamp((int32) roundf(x / scale) + zero_point)``.
-
-    ``x / scale`` is a float32 division, ``roundf`` rounds ties away from zero. A quotient that
-    does not fit int32 (or NaN) converts to INT32_MIN as x86's ``cvttss2si`` does, and the
-    zero point is then added with int32 wrap-around.
-    """
-    q = (np.asarray(x, _F) / _F(scale)).astype(np.float64)
-    r = np.sign(q) * np.floor(np.abs(q) + 0.5)
-    with np.errstate(invalid="ignore"):
-        fits = np.isfinite(r) & (r >= INT32_MIN) & (r < 2.0**31)
-    as_int = np.where(fits, np.where(fits, r, 0).astype(np.int64), INT32_MIN)
-    lo, hi = dtype_range(dtype)
-    return np.clip(wrap_int32(as_int + zero_point), lo, hi).astype(dtype)
 
 
 @register("QUANTIZE")
@@ -80,7 +63,7 @@ class Quantize(Kernel):
     def __call__(self, *inputs: np.ndarray | None) -> list[np.ndarray]:
         x = np.asarray(inputs[0])
         if not self.requantize:
-            return [affine_quantize(x, self.out_scale, self.out_zp, self.dtype)]
+            return [quantize(x, QuantParams(self.out_scale, self.out_zp), self.dtype)]
         y = mul_by_quantized_multiplier(x.astype(np.int64) - self.in_zp, *self.mult,
                                         self.rounding) + self.out_zp
         lo, hi = dtype_range(self.dtype)

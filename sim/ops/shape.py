@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fixedpoint import Rounding, dtype_range, mul_by_quantized_multiplier, quantize_multiplier
+from ..fixedpoint import (
+    Rounding,
+    dtype_range,
+    mul_by_quantized_multiplier,
+    quantize_multiplier,
+    round_half_away,
+)
 from ..graph import Graph, Operator, Tensor
 from .base import Kernel, register
 
@@ -17,12 +23,6 @@ PAD_MAX_RANK = 5
 """Largest rank TFLite's PAD kernel accepts (``PadKernelMaxDimensionCount``)."""
 
 _F = np.float32
-
-
-def round_half_away(v: np.ndarray) -> np.ndarray:
-    """C ``round``/``roundf``: ties away from zero (in float64, exact for float32 inputs)."""
-    v = np.asarray(v, np.float64)
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
 def _is_per_tensor(t: Tensor) -> bool:
