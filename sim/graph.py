@@ -8,12 +8,12 @@ Operator options use these keys (absent keys take the default in parentheses):
 - FULLY_CONNECTED: ``activation``, ``keep_num_dims`` (False)
 - AVERAGE_POOL_2D, MAX_POOL_2D: ``padding``, ``stride_h``, ``stride_w``, ``filter_h``,
   ``filter_w``, ``activation``
-- ADD, MUL: ``activation``
+- ADD, SUB, MUL: ``activation``
 - CONCATENATION: ``axis``, ``activation``
 - SOFTMAX: ``beta`` (1.0)
 - MEAN: ``keep_dims`` (False); the axes are the second input
 - RESHAPE: ``new_shape`` (tuple or None); the shape input, if any, wins
-- PAD, LOGISTIC, TANH, HARD_SWISH, QUANTIZE, DEQUANTIZE, RELU, RELU6, RELU_N1_TO_1: none
+- PAD, PADV2, LOGISTIC, TANH, HARD_SWISH, QUANTIZE, DEQUANTIZE, RELU, RELU6, RELU_N1_TO_1: none
 """
 
 from __future__ import annotations

@@ -124,6 +124,8 @@ def _options(op: Any, opcode: str, where: str, size: int) -> dict[str, Any]:
         return dict(activation=act(load(tflite.AddOptions)))
     if kind == BO.MulOptions:
         return dict(activation=act(load(tflite.MulOptions)))
+    if kind == BO.SubOptions:
+        return dict(activation=act(load(tflite.SubOptions)))
     if kind == BO.ConcatenationOptions:
         o = load(tflite.ConcatenationOptions)
         return dict(axis=o.Axis(), activation=act(o))

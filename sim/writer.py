@@ -92,6 +92,7 @@ _OPTIONS: dict[str, tuple[int, Callable[[_B, dict[str, Any]], int]]] = {
                                             ("KeepNumDims", bool(o.get("keep_num_dims")))])),
     "ADD": (BO.AddOptions, _fields("AddOptions", lambda o: [_act(o)])),
     "MUL": (BO.MulOptions, _fields("MulOptions", lambda o: [_act(o)])),
+    "SUB": (BO.SubOptions, _fields("SubOptions", lambda o: [_act(o)])),
     "CONCATENATION": (BO.ConcatenationOptions, _fields(
         "ConcatenationOptions", lambda o: [("Axis", o.get("axis", 0)), _act(o)])),
     "SOFTMAX": (BO.SoftmaxOptions, _fields(

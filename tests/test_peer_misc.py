@@ -5,8 +5,6 @@ and DEQUANTIZE, uint8 and int8, with random shapes, broadcasts, constant operand
 points and fused activations. Each model goes through ``write_tflite`` and ``load_tflite``.
 Targeted cases pin the float32/double choices: they are picked so that the other choice would
 change outputs. Every case has its own seeded generator, so a failing id reproduces alone.
-
-SUB cases use no fused activation: the writer and the importer carry no SubOptions yet.
 """
 
 from __future__ import annotations
@@ -73,7 +71,7 @@ def _binary_case(opcode: str, case: int) -> Case:
     dtype = _dtype(case)
     shape1, shape2 = _broadcast_pair(rng)
     q1, q2 = random_activation_quant(rng, dtype), random_activation_quant(rng, dtype)
-    activation = "NONE" if opcode == "SUB" else ACTIVATIONS[int(rng.integers(0, 4))]
+    activation = ACTIVATIONS[int(rng.integers(0, 4))]
     if opcode == "MUL":
         ratio = (0.3, 1.0) if rng.random() < 0.1 else (40.0, 300.0)  # some multipliers > 1
         scale = _near(rng, float(q1.s) * float(q2.s), *ratio)
