@@ -77,5 +77,6 @@ def c_comment(text: str, limit: int = 120) -> str:
     """Untrusted text made safe inside a ``/* ... */`` comment: printable ASCII, no delimiters."""
     clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
     clean = clean.replace("*/", "* /").replace("/*", "/ *").replace("\\", "/")
-    clean = clean.replace("??", "?.?")  # no trigraphs
+    while "??" in clean:  # no trigraphs
+        clean = clean.replace("??", "? ?")
     return clean[:limit]

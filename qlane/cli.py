@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -255,3 +256,121 @@ def simulate(model: str, inputs_path: str | None, output_path: str, rounding: st
 
 if __name__ == "__main__":
     main()
+
+
+def _target(name: str):
+    from qlane.codegen.targets import TargetError, load_target
+
+    try:
+        return load_target(name)
+    except TargetError as e:
+        raise UserError(str(e)) from None
+
+
+@main.command()
+def targets() -> None:
+    """List the chips qlane generates code for."""
+    from qlane.codegen.targets import load_target, target_names
+
+    click.echo(f"{'target':<12} {'kernels':<10} {'clock':>9} {'SRAM':>9} {'flash':>9}  chip")
+    for name in target_names():
+        t = load_target(name)
+        clock = f"{t.clock_hz / 1e6:.0f} MHz" if t.clock_hz else "-"
+        sram = f"{t.sram_bytes // 1024} KB" if t.sram_bytes else "-"
+        flash = f"{t.flash_bytes // 1024} KB" if t.flash_bytes else "-"
+        click.echo(f"{t.name:<12} {'+'.join(t.isa):<10} {clock:>9} {sram:>9} {flash:>9}  "
+                   f"{t.description}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True, help="Chip, see `qlane targets`.")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the generated project.")
+@click.option("--name", help="C prefix of the generated API (default: from the model file).")
+@click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
+def generate(model: str, target_name: str, outdir: str, name: str | None, rounding: str) -> None:
+    """Generate C99 sources for MODEL on a target chip."""
+    from qlane.codegen.emit import GenerateError, write_project
+    from qlane.codegen.emit import generate as gen
+
+    graph = _load(model)
+    target = _target(target_name)
+    try:
+        project = gen(graph, target, name=name, rounding=rounding)
+        write_project(project, outdir)
+    except (GenerateError, ModelError) as e:
+        raise UserError(str(e)) from None
+    m = project.manifest
+    isas: dict[str, int] = {}
+    for layer in m["layers"]:
+        isas[layer["isa"]] = isas.get(layer["isa"], 0) + 1
+    click.echo(f"generated {m['entry']} for {target.name} ({rounding} rounding) in {outdir}: "
+               f"{len(m['layers'])} layers ({', '.join(f'{n} {k}' for k, n in isas.items())}), "
+               f"{len(m['sources'])} sources")
+    click.echo(f"arena {m['arena_bytes']:,} bytes (naive {m['arena_naive_bytes']:,}), "
+               f"flash {m['flash_bytes']:,} bytes of constants")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True, help="Chip, see `qlane targets`.")
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
+              help="NPZ with in0, in1, ... of shape [N, *input_shape].")
+@click.option("--samples", default=2, show_default=True, type=click.IntRange(0, 100_000),
+              help="Random samples added to --inputs.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def verify(model: str, target_name: str, inputs_path: str | None, samples: int, seed: int,
+           rounding: str, as_json: bool) -> None:
+    """Generate C for MODEL, compile it on this host, and compare every layer with the simulator.
+
+    Exit status 0 only if every layer and the whole model are bit-exact.
+    """
+    from qlane.codegen.emit import GenerateError
+    from qlane.codegen.verify import verify as run_verify
+
+    graph = _load(model)
+    target = _target(target_name)
+    inputs = _read_inputs(inputs_path, graph) if inputs_path else None
+    if samples:
+        rand = random_inputs(graph, samples, seed)
+        inputs = rand if inputs is None else [np.concatenate([a, b]) for a, b in
+                                              zip(inputs, rand)]
+    if inputs is None:
+        raise UserError("nothing to verify: give --inputs or --samples > 0")
+    n = inputs[0].shape[0]
+    try:
+        if as_json or n < 4:
+            report = run_verify(graph, target, inputs, rounding=rounding)
+        else:
+            with click.progressbar(length=n, label="verifying", file=sys.stderr) as bar:
+                done = [0]
+
+                def step(k: int) -> None:
+                    bar.update(k - done[0])
+                    done[0] = k
+
+                report = run_verify(graph, target, inputs, rounding=rounding, progress=step)
+    except (GenerateError, ModelError) as e:
+        raise UserError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        click.echo(f"verify {graph.name} on {target.name} ({rounding} rounding), {n} samples, "
+                   f"host build")
+        click.echo(f"{'#':>3}  {'op':<18} {'isa':<5} {'kernel':<58} result")
+        for r in report.layers:
+            res = "identical" if r.bit_exact else (
+                f"{r.differing} differ; first: sample {r.first.sample} index {r.first.index} "
+                f"got {r.first.got} expected {r.first.expected}")
+            click.echo(f"{r.index:>3}  {r.op:<18} {r.isa:<5} {r.kernel:<58} {res}")
+        whole = "identical" if report.model_bit_exact else (
+            f"differs; first: sample {report.model_first.sample} index "
+            f"{report.model_first.index} got {report.model_first.got} expected "
+            f"{report.model_first.expected}")
+        click.echo(f"whole model through _invoke: {whole}")
+        click.echo("BIT-EXACT" if report.bit_exact else "MISMATCH")
+    if not report.bit_exact:
+        sys.exit(1)

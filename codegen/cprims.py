@@ -1,0 +1,421 @@
+"""C spellings of the fixed-point primitives per ISA, the headers they live in, and a cffi builder.
+
+One definition per primitive: `sim.fixedpoint.PRIMITIVES` holds what it computes (numpy and
+metadata); `C_FUNCTIONS` here holds how C spells it, keyed by the PRIMITIVES name. Each entry has a
+generic body (ISA ``"c"``) and thin per-ISA overrides, gemmlowp ``fixedpoint.h`` style: composites
+(requantization) are written once on top of the leaves (high multiply, rounding shift), and an ISA
+specialises only the leaves it does differently. `render_fixedpoint_header` renders
+``templates/qlane_fixedpoint.h.j2`` from the table, with each function's comment taken from the
+PRIMITIVES metadata; `header_files` returns every header a generated project for an ISA needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jinja2
+
+from qlane.sim.fixedpoint import PRIMITIVES
+
+from .names import ISAS, c_comment
+
+VECTOR_ISAS = ("neon",)
+"""ISAs whose kernels also need vector (int32x4_t) spellings of every primitive."""
+
+HOST_CFLAGS = ("-O2", "-fno-wrapv")
+"""Appended after Python's own CFLAGS (which carry -O3 -fwrapv): plain -O2, no -march=native
+(SIMDe 0.8.2 is inexact with AVX2), and C's real signed-overflow rules."""
+
+
+@dataclass(frozen=True)
+class CFunction:
+    """One ``static inline`` function of qlane_fixedpoint.h: the primitive it spells, and how."""
+
+    name: str
+    primitive: str
+    returns: str
+    params: tuple[tuple[str, str], ...]
+    body: str
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+    detail: str = ""
+    isas: tuple[str, ...] = ISAS
+    vector: bool = False
+
+    @property
+    def signature(self) -> str:
+        """``ret name(type arg, ...)``."""
+        args = ", ".join(f"{t} {n}" for t, n in self.params)
+        return f"{self.returns} {self.name}({args})"
+
+    def body_for(self, isa: str) -> str:
+        """The C body used on ``isa``: its override, else the generic one."""
+        if isa not in self.isas:
+            raise ValueError(f"{self.name} does not exist on ISA {isa!r}")
+        return self.overrides.get(isa, self.body).strip("\n")
+
+    def comment(self, isa: str) -> str:
+        """One line: real-number meaning and the instruction it equals (from PRIMITIVES)."""
+        prim = PRIMITIVES[self.primitive]
+        detail = f" ({self.detail})" if self.detail else ""
+        note = f" Here: {self.notes[isa]}." if isa in self.notes else ""
+        text = f"{self.name}: {prim.meaning}{detail}. Equals {prim.instruction}.{note}"
+        return c_comment(text, limit=1000)
+
+
+_S32 = "int32_t"
+_V32 = "int32x4_t"
+
+_SRDHM_C = """
+if (a == INT32_MIN && b == INT32_MIN) {
+    return INT32_MAX;
+}
+const int64_t ab = (int64_t)a * (int64_t)b;
+const int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : 1 - ((int64_t)1 << 30);
+return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+"""
+
+_SRDHM_DSP = """
+if (a == INT32_MIN && b == INT32_MIN) {
+    return INT32_MAX; /* the guard: CMSIS-NN's no_sat version wraps to INT32_MIN here */
+}
+return (int32_t)((((int64_t)1 << 30) + (int64_t)a * (int64_t)b) >> 31);
+"""
+
+_RDBPOT_C = """
+const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+const int32_t remainder = x & mask;
+const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+return (x >> exponent) + (remainder > threshold ? 1 : 0);
+"""
+
+_REQUANT_DOUBLE_C = """
+const int left = shift > 0 ? shift : 0;
+const int right = shift > 0 ? 0 : -shift;
+/* x * 2^left wraps like TFLite's x * (1 << left_shift), via uint32 (no signed overflow) */
+return qlane_rdbpot(qlane_srdhm(qlane_wrap_s32((uint32_t)x << left), m), right);
+"""
+
+_REQUANT_SINGLE_C = """
+const int total = 31 - shift;
+const int64_t r = ((int64_t)x * (int64_t)m + ((int64_t)1 << (total - 1))) >> total;
+return r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : (int32_t)r);
+"""
+
+_REQUANT_SINGLE_DSP = """
+/* arm_nn_requantize (CMSIS_NN_USE_SINGLE_ROUNDING), kept in 64 bits and saturated */
+const int64_t r = (((int64_t)x * (int64_t)m) >> (30 - shift)) + 1;
+const int64_t q = r >> 1;
+return q > INT32_MAX ? INT32_MAX : (q < INT32_MIN ? INT32_MIN : (int32_t)q);
+"""
+
+
+def _clamp(ctype: str, lo: int, hi: int) -> str:
+    return f"return ({ctype})(x < {lo} ? {lo} : (x > {hi} ? {hi} : x));"
+
+
+_XY = ((_S32, "a"), (_S32, "b"))
+_REQ = ((_S32, "x"), (_S32, "m"), ("int", "shift"))
+
+C_FUNCTIONS: tuple[CFunction, ...] = (
+    CFunction(
+        "qlane_srdhm", "saturating_rounding_doubling_high_mul", _S32, _XY, _SRDHM_C,
+        overrides={"dsp": _SRDHM_DSP},
+        notes={"dsp": "SMLAL of 2^30 + a*b, ASR 31 (CMSIS-NN arm_nn_doubling_high_mult_no_sat) "
+               "guarded for INT32_MIN * INT32_MIN"},
+    ),
+    CFunction(
+        "qlane_rdbpot", "rounding_divide_by_pot", _S32, ((_S32, "x"), ("int", "exponent")),
+        _RDBPOT_C,
+        notes={"dsp": "CMSIS-NN arm_nn_divide_by_power_of_two"},
+    ),
+    CFunction(
+        "qlane_requant_double", "mul_by_quantized_multiplier_double", _S32, _REQ,
+        _REQUANT_DOUBLE_C, detail="-31 <= shift <= 31",
+        notes={"dsp": "CMSIS-NN arm_nn_requantize (SMLAL-based qlane_srdhm, guarded)"},
+    ),
+    CFunction(
+        "qlane_requant_single", "mul_by_quantized_multiplier_single", _S32, _REQ,
+        _REQUANT_SINGLE_C, overrides={"dsp": _REQUANT_SINGLE_DSP},
+        detail="-31 <= shift <= 30",
+        notes={"dsp": "SMULL, ASR by 30 - shift, (r + 1) >> 1 in 64 bits (CMSIS-NN single "
+               "rounding without its int32 truncation)"},
+    ),
+    CFunction(
+        "qlane_saturate", "saturate", _S32, ((_S32, "x"), (_S32, "lo"), (_S32, "hi")),
+        "return x < lo ? lo : (x > hi ? hi : x);", detail="lo <= hi",
+    ),
+    CFunction(
+        "qlane_sat_s8", "saturate", "int8_t", ((_S32, "x"),), _clamp("int8_t", -128, 127),
+        overrides={"dsp": "return (int8_t)__ssat(x, 8);"}, detail="lo = -128, hi = 127",
+        notes={"dsp": "SSAT #8"},
+    ),
+    CFunction(
+        "qlane_sat_u8", "saturate", "uint8_t", ((_S32, "x"),), _clamp("uint8_t", 0, 255),
+        overrides={"dsp": "return (uint8_t)__usat(x, 8);"}, detail="lo = 0, hi = 255",
+        notes={"dsp": "USAT #8"},
+    ),
+    CFunction(
+        "qlane_sat_s16", "saturate", "int16_t", ((_S32, "x"),), _clamp("int16_t", -32768, 32767),
+        overrides={"dsp": "return (int16_t)__ssat(x, 16);"}, detail="lo = -32768, hi = 32767",
+        notes={"dsp": "SSAT #16"},
+    ),
+    # --- NEON: four lanes per call -------------------------------------------------------------
+    CFunction(
+        "qlane_srdhm_s32x4", "saturating_rounding_doubling_high_mul", _V32,
+        ((_V32, "a"), (_V32, "b")), "return vqrdmulhq_s32(a, b);",
+        isas=("neon",), vector=True, detail="per lane",
+    ),
+    CFunction(
+        "qlane_rdbpot_s32x4", "rounding_divide_by_pot", _V32,
+        ((_V32, "x"), (_V32, "neg_exponent")),
+        """
+const int32x4_t fixup = vshrq_n_s32(vandq_s32(x, neg_exponent), 31);
+return vrshlq_s32(vqaddq_s32(x, fixup), neg_exponent);
+""",
+        isas=("neon",), vector=True, detail="per lane; neg_exponent holds -exponent",
+        notes={"neon": "gemmlowp's NEON fix-up: VAND, VSHR #31, VQADD, then VRSHL"},
+    ),
+    CFunction(
+        "qlane_requant_double_s32x4", "mul_by_quantized_multiplier_double", _V32,
+        ((_V32, "x"), (_V32, "m"), (_V32, "left_shift"), (_V32, "right_shift")),
+        "return qlane_rdbpot_s32x4(qlane_srdhm_s32x4(vshlq_s32(x, left_shift), m), right_shift);",
+        isas=("neon",), vector=True,
+        detail="per lane; left_shift = max(shift, 0), right_shift = min(shift, 0) <= 0 as "
+        "TFLite's optimized kernels pass it to VRSHL",
+        notes={"neon": "VSHL (wraps), VQRDMULH, fix-up, VRSHL, exactly sim.simd.requantize_neon"},
+    ),
+    CFunction(
+        "qlane_requant_single_s32x4", "mul_by_quantized_multiplier_single", _V32,
+        ((_V32, "x"), (_V32, "m"), (_V32, "shift")),
+        """
+const int32x4_t post = vsubq_s32(shift, vdupq_n_s32(31)); /* rounding shift right by 31 - shift */
+const int64x2_t lo = vrshlq_s64(vmull_s32(vget_low_s32(x), vget_low_s32(m)),
+                                vmovl_s32(vget_low_s32(post)));
+const int64x2_t hi = vrshlq_s64(vmull_s32(vget_high_s32(x), vget_high_s32(m)),
+                                vmovl_s32(vget_high_s32(post)));
+return vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
+""",
+        isas=("neon",), vector=True, detail="per lane, any -31 <= shift <= 30",
+        notes={"neon": "VMULL.S32, VRSHL.S64 by shift - 31, VQMOVN.S64"},
+    ),
+    CFunction(
+        "qlane_requant_single_neg_s32x4", "mul_by_quantized_multiplier_single", _V32,
+        ((_V32, "x"), (_V32, "m"), (_V32, "shift")),
+        "return vrshlq_s32(vqdmulhq_s32(x, m), shift);",
+        isas=("neon",), vector=True, detail="per lane, every -31 <= shift <= -1",
+        notes={"neon": "VQDMULH then VRSHL by shift (TFLite's single-rounding NEON path)"},
+    ),
+    CFunction(
+        "qlane_saturate_s32x4", "saturate", _V32, ((_V32, "x"), (_V32, "lo"), (_V32, "hi")),
+        "return vminq_s32(vmaxq_s32(x, lo), hi);",
+        isas=("neon",), vector=True, detail="per lane, lo <= hi",
+    ),
+    CFunction(
+        "qlane_narrow_s16x8", "saturate", "int16x8_t", ((_V32, "a"), (_V32, "b")),
+        "return vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));",
+        isas=("neon",), vector=True, detail="x = lanes of a then b, int16: lo = -32768, hi = 32767",
+    ),
+    CFunction(
+        "qlane_narrow_s8x8", "saturate", "int8x8_t", ((_V32, "a"), (_V32, "b")),
+        "return vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b)));",
+        isas=("neon",), vector=True, detail="x = lanes of a then b, int8: lo = -128, hi = 127",
+    ),
+    CFunction(
+        "qlane_narrow_u8x8", "saturate", "uint8x8_t", ((_V32, "a"), (_V32, "b")),
+        "return vqmovun_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b)));",
+        isas=("neon",), vector=True, detail="x = lanes of a then b, uint8: lo = 0, hi = 255",
+    ),
+)
+
+_INCLUDES = {"c": (), "dsp": ("qlane_acle.h",), "neon": ("qlane_neon.h",)}
+
+
+def _check_isa(isa: str) -> None:
+    if isa not in ISAS:
+        raise ValueError(f"unknown ISA {isa!r}; choose one of {', '.join(ISAS)}")
+
+
+def functions_for(isa: str) -> list[CFunction]:
+    """The C functions qlane_fixedpoint.h defines on ``isa``, in definition order."""
+    _check_isa(isa)
+    return [f for f in C_FUNCTIONS if isa in f.isas]
+
+
+def spellings(primitive: str, isa: str, vector: bool = False) -> list[CFunction]:
+    """The C functions spelling one PRIMITIVES entry on ``isa`` (scalar or vector ones)."""
+    return [f for f in functions_for(isa) if f.primitive == primitive and f.vector == vector]
+
+
+@cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resources.files("qlane.templates"))),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True, autoescape=False,
+    )
+
+
+def render_fixedpoint_header(isa: str) -> str:
+    """The text of qlane_fixedpoint.h for ``isa`` ("c", "dsp" or "neon")."""
+    functions = [
+        {"comment": f.comment(isa), "signature": f.signature, "body": f.body_for(isa)}
+        for f in functions_for(isa)
+    ]
+    template = _env().get_template("qlane_fixedpoint.h.j2")
+    return template.render(isa=isa, includes=_INCLUDES[isa], functions=functions)
+
+
+def _plain_header(name: str) -> str:
+    return (resources.files("qlane.templates") / name).read_text(encoding="utf-8")
+
+
+def header_files(isa: str) -> dict[str, str]:
+    """Every header a generated project for ``isa`` needs: {file name: text}."""
+    files = {"qlane_fixedpoint.h": render_fixedpoint_header(isa)}
+    files.update({name: _plain_header(name) for name in _INCLUDES[isa]})
+    return files
+
+
+def write_header_files(isa: str, directory: str | Path) -> list[Path]:
+    """Write `header_files` (isa) into ``directory``; returns the paths."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in header_files(isa).items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def simde_include_dir() -> str:
+    """Absolute include directory of the installed SIMDe headers (``cmeel-simde``).
+
+    ``QLANE_SIMDE_INCLUDE`` overrides it. Raises RuntimeError when SIMDe is not installed.
+    """
+    override = os.environ.get("QLANE_SIMDE_INCLUDE")
+    if override:
+        if not (Path(override) / "simde" / "arm" / "neon.h").is_file():
+            raise RuntimeError(f"QLANE_SIMDE_INCLUDE={override} holds no simde/arm/neon.h")
+        return str(Path(override).resolve())
+    try:
+        dist = importlib.metadata.distribution("cmeel-simde")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    for f in (dist.files or ()) if dist else ():
+        if str(f).replace("\\", "/").endswith("include/simde/arm/neon.h"):
+            header = Path(str(dist.locate_file(f))).resolve()
+            if header.is_file():
+                return str(header.parents[2])
+    raise RuntimeError(
+        "SIMDe headers not found: NEON code needs them on non-Arm hosts. "
+        "Install them with `pip install cmeel-simde` or set QLANE_SIMDE_INCLUDE."
+    )
+
+
+def host_has_neon() -> bool:
+    """True when this machine compiles arm_neon.h natively (AArch64 or 32-bit Arm)."""
+    machine = platform.machine().lower()
+    return machine in ("aarch64", "arm64") or machine.startswith("arm")
+
+
+def host_include_dirs(isa: str) -> list[str]:
+    """Extra include directories a host build of ``isa`` code needs (SIMDe for NEON on x86)."""
+    _check_isa(isa)
+    return [simde_include_dir()] if isa == "neon" and not host_has_neon() else []
+
+
+# --- cffi --------------------------------------------------------------------------------------
+
+_LOADED: dict[str, ModuleType] = {}
+
+
+def _dir_fingerprint(directory: str) -> list[list[str]]:
+    """Names and content hashes of the files directly inside an include directory."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return [
+        [p.name, hashlib.sha256(p.read_bytes()).hexdigest()]
+        for p in sorted(d.iterdir())
+        if p.is_file()
+    ]
+
+
+def _load(modname: str, path: Path) -> ModuleType:
+    key = str(path)
+    if key not in _LOADED:
+        spec = importlib.util.spec_from_file_location(modname, key)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {key}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _LOADED[key] = module
+    return _LOADED[key]
+
+
+def build_cffi_module(
+    name: str,
+    cdef: str,
+    source: str,
+    include_dirs: Sequence[str | Path] = (),
+    tmpdir: str | Path | None = None,
+    extra_args: Sequence[str] = (),
+    *,
+    sources: Sequence[str | Path] = (),
+) -> tuple[Any, Any]:
+    """Compile C with cffi at plain -O2 and import it from its absolute path: ``(ffi, lib)``.
+
+    ``cdef`` declares what Python sees, ``source`` is the module's C text, ``sources`` extra C
+    files compiled into it. Builds live under ``tmpdir`` (default: ``$QLANE_CACHE`` or
+    ``~/.cache/qlane/cffi``) keyed by a hash of every input: the texts, the flags, the files
+    directly inside each include directory (deeper trees such as SIMDe count by path), the
+    Python ABI and the cffi version. An identical request reuses the built module.
+    """
+    import cffi
+
+    build_dir = Path(tmpdir or os.environ.get("QLANE_CACHE") or
+                     Path.home() / ".cache" / "qlane" / "cffi").resolve()
+    incs = [str(Path(d).resolve()) for d in include_dirs]
+    srcs = [str(Path(s).resolve()) for s in sources]
+    args = [*HOST_CFLAGS, *extra_args]
+    key = json.dumps({
+        "cdef": cdef, "source": source, "include_dirs": incs, "args": args,
+        "headers": [_dir_fingerprint(d) for d in incs],
+        "sources": [[s, hashlib.sha256(Path(s).read_bytes()).hexdigest()] for s in srcs],
+        "abi": sys.implementation.cache_tag, "platform": sys.platform,
+        "cffi": cffi.__version__, "cc": os.environ.get("CC", ""),
+    }, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    stem = re.sub(r"\W", "_", name) or "mod"
+    modname = f"{stem}_{digest}"
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    target = build_dir / f"{modname}{suffix}"
+    if not target.exists():
+        build_dir.mkdir(parents=True, exist_ok=True)
+        ffi = cffi.FFI()
+        ffi.cdef(cdef)
+        ffi.set_source(modname, source, include_dirs=incs, sources=srcs,
+                       extra_compile_args=args)
+        with tempfile.TemporaryDirectory(dir=build_dir, prefix=f".{modname}-") as work:
+            built = ffi.compile(tmpdir=work, verbose=False)
+            os.replace(built, target)  # atomic: concurrent builders of one key agree
+    module = _load(modname, target)
+    return module.ffi, module.lib

@@ -1,0 +1,254 @@
+"""Generate a C project for a model and a target: sources, headers, manifest, build files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from qlane import __version__
+from qlane.sim.fixedpoint import Rounding
+from qlane.sim.graph import Graph
+from qlane.sim.interpreter import Interpreter
+
+from . import kernels as _kernels  # noqa: F401  (registers the lowerings)
+from .cprims import header_files
+from .lowering import Context, Layer, lower_layer
+from .names import c_comment, c_identifier
+from .planner import Buffer, Plan, plan_arena
+from .targets import Target
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+ARENA_ALIGN = 16
+MANIFEST = "manifest.json"
+
+
+class GenerateError(ValueError):
+    """The model cannot be generated for this target, or the output directory is unsafe."""
+
+
+def _env() -> jinja2.Environment:
+    from importlib import resources
+
+    root = resources.files("qlane.templates")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["carray"] = _carray
+    env.filters["comment"] = c_comment
+    env.filters["cint"] = _cint
+    env.filters["product"] = lambda xs: int(np.prod(list(xs), dtype=np.int64))
+    return env
+
+
+def _cint(v: Any) -> str:
+    """An integer literal that is valid C for every int32 value (INT32_MIN included)."""
+    v = int(v)
+    if v == -(2**31):
+        return "(-2147483647 - 1)"
+    if -(2**31) < v < 2**31:
+        return str(v)
+    return f"{v}LL"
+
+
+def _carray(values: np.ndarray, per_line: int = 16) -> str:
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind == "f":
+        items = [f"{float(v)!r}f" for v in flat]
+    else:
+        items = [_cint(v) for v in flat]
+    lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
+    return ",\n    ".join(lines) if lines else "0"
+
+
+@dataclass
+class Project:
+    """A generated project, in memory: file name -> text, plus facts for the manifest."""
+
+    name: str
+    target: Target
+    rounding: Rounding
+    layers: list[Layer]
+    plan: Plan
+    files: dict[str, str] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _buffers(graph: Graph, layers: list[Layer]) -> list[Buffer]:
+    """Intermediate tensors and per-layer scratch, with the steps during which they live."""
+    io = set(graph.inputs) | set(graph.outputs)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for step, layer in enumerate(layers):
+        for t in layer.outputs:
+            first.setdefault(t, step)
+            last[t] = max(last.get(t, step), step)
+        for t in layer.inputs:
+            last[t] = step
+    bufs = [Buffer(f"t{t}", graph.tensors[t].nbytes, first[t], last[t])
+            for t in sorted(first) if t not in io]
+    bufs += [Buffer(f"s{layer.index}", layer.kernel.scratch_bytes, step, step)
+             for step, layer in enumerate(layers) if layer.kernel.scratch_bytes]
+    return bufs
+
+
+def _io_entry(graph: Graph, index: int) -> dict[str, Any]:
+    t = graph.tensors[index]
+    q = t.quant
+    return {
+        "name": c_comment(t.name, 200),
+        "index": index,
+        "shape": list(t.shape),
+        "dtype": np.dtype(t.dtype).name,
+        "bytes": t.nbytes,
+        "scale": None if q is None else float(q.s),
+        "zero_point": None if q is None else q.zp,
+    }
+
+
+def generate(graph: Graph, target: Target, name: str | None = None,
+             rounding: Rounding = "double") -> Project:
+    """Lower every layer of ``graph`` for ``target`` and render the project's files."""
+    prefix = c_identifier(name or graph.name)
+    interp = Interpreter(graph, rounding)
+    layers = []
+    for op, sim in zip(graph.operators, interp.kernels):
+        ctx = Context(op=op, graph=graph, sim=sim, target=target, rounding=rounding, isa="c")
+        try:
+            layers.append(lower_layer(ctx, prefix))
+        except NotImplementedError as e:
+            raise GenerateError(str(e)) from None
+    buffers = _buffers(graph, layers)
+    plan = plan_arena(buffers, ARENA_ALIGN)
+    project = Project(prefix, target, rounding, layers, plan)
+    env = _env()
+    headers = header_files(target.preferred_isa)
+
+    def loc(t: int) -> str:
+        if t in graph.inputs:
+            return f"inputs[{graph.inputs.index(t)}]"
+        if t in graph.outputs:
+            return f"outputs[{graph.outputs.index(t)}]"
+        return f"a + {plan.offsets[f't{t}']}"
+
+    calls = []
+    for layer in layers:
+        scratch = (f"a + {plan.offsets[f's{layer.index}']}" if layer.kernel.scratch_bytes
+                   else "0")
+        calls.append({"layer": layer, "ins": [loc(t) for t in layer.inputs],
+                      "outs": [loc(t) for t in layer.outputs], "scratch": scratch})
+    common = dict(
+        name=prefix, version=__version__, target=target, rounding=rounding, layers=layers,
+        calls=calls, plan=plan, headers=sorted(headers), arena_align=ARENA_ALIGN,
+        inputs=[_io_entry(graph, i) for i in graph.inputs],
+        outputs=[_io_entry(graph, i) for i in graph.outputs],
+        model_comment=c_comment(graph.name),
+    )
+    files: dict[str, str] = dict(headers)
+    files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
+    files[f"{prefix}.c"] = env.get_template("model.c.j2").render(**common)
+    for layer in layers:
+        fname = f"{prefix}_l{layer.index:03d}.c"
+        kernel = layer.kernel
+        consts = {c.suffix: f"{layer.symbol}_{c.suffix}" for c in kernel.consts}
+        files[fname] = env.get_template("layer.c.j2").render(
+            **common, layer=layer, fn=layer.symbol, k=kernel, p=kernel.params, c=consts,
+            requant=f"qlane_requant_{'single' if rounding == 'single' else 'double'}",
+        )
+    files["main.c"] = env.get_template("main.c.j2").render(**common)
+    sources = sorted(f for f in files if f.endswith(".c") and f != "main.c")
+    files["CMakeLists.txt"] = env.get_template("CMakeLists.txt.j2").render(
+        **common, sources=sources)
+    files["Makefile"] = env.get_template("Makefile.j2").render(**common, sources=sources)
+    flash = sum(layer.const_bytes for layer in layers)
+    project.manifest = {
+        "generator": f"qlane {__version__}",
+        "model": c_comment(graph.name, 200),
+        "entry": f"{prefix}_invoke",
+        "target": target.name,
+        "rounding": rounding,
+        "arena_bytes": plan.arena_bytes,
+        "arena_naive_bytes": plan.naive_bytes,
+        "arena_align": ARENA_ALIGN,
+        "flash_bytes": flash,
+        "flash_note": "constant data (weights, biases, multipliers, tables); code size is "
+                      "measured by the cross-compiler",
+        "sources": sources,
+        "headers": sorted([f"{prefix}.h", *headers]),
+        "include_dirs": ["."],
+        "inputs": common["inputs"],
+        "outputs": common["outputs"],
+        "layers": [
+            {
+                "index": layer.index,
+                "op": layer.op.opcode,
+                "kernel": layer.symbol,
+                "isa": layer.spec.isa,
+                "isa_note": layer.isa_note,
+                "macs": layer.macs,
+                "const_bytes": layer.const_bytes,
+                "scratch_bytes": layer.kernel.scratch_bytes,
+                "input_shapes": [list(graph.tensors[t].shape) for t in layer.inputs],
+                "output_shapes": [list(graph.tensors[t].shape) for t in layer.outputs],
+            }
+            for layer in layers
+        ],
+    }
+    project.manifest["files"] = sorted([*files, MANIFEST])
+    files[MANIFEST] = json.dumps(project.manifest, indent=1) + "\n"
+    project.files = files
+    return project
+
+
+def content_hash(project: Project) -> str:
+    """SHA-256 over every file name and text: equal hashes mean byte-identical projects."""
+    h = hashlib.sha256()
+    for fname in sorted(project.files):
+        h.update(fname.encode() + b"\0" + project.files[fname].encode() + b"\0")
+    return h.hexdigest()
+
+
+def write_project(project: Project, outdir: str | Path) -> list[Path]:
+    """Write the files; refuse to replace any file that qlane did not write there before.
+
+    Files of a previous qlane run (listed in its manifest.json) are replaced; every other file in
+    the directory is left untouched; a name clash with a file qlane did not write is an error,
+    raised before anything is written.
+    """
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise GenerateError(f"{out} exists and is not a directory")
+    previous: set[str] = set()
+    old_manifest = out / MANIFEST
+    if old_manifest.exists():
+        try:
+            old = json.loads(old_manifest.read_text())
+            previous = set(old.get("files", []))
+        except (OSError, ValueError, AttributeError):
+            raise GenerateError(f"{old_manifest} is not a qlane manifest; refusing to "
+                                "overwrite it") from None
+        if not str(old.get("generator", "")).startswith("qlane"):
+            raise GenerateError(f"{old_manifest} was not written by qlane; refusing to "
+                                "overwrite it")
+    clashes = sorted(f for f in project.files if (out / f).exists() and f not in previous)
+    if clashes:
+        raise GenerateError(f"{out} already holds {', '.join(clashes[:5])}"
+                            f"{' ...' if len(clashes) > 5 else ''} not written by qlane; "
+                            "choose another directory or remove them")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fname in sorted(project.files):
+        path = out / fname
+        path.write_text(project.files[fname])
+        written.append(path)
+    return written

@@ -1,0 +1,1 @@
+"""Placeholder: lowerings of this family are added here."""

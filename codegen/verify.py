@@ -1,0 +1,185 @@
+"""Compile a generated project on the host with cffi and compare every layer with the simulator."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qlane.sim.graph import Graph
+from qlane.sim.interpreter import Interpreter
+
+from .cprims import build_cffi_module, simde_include_dir
+from .emit import Project, content_hash, generate, write_project
+from .targets import Target
+
+
+@dataclass
+class Mismatch:
+    """The first differing element of a layer: sample, flat index in the output, values."""
+
+    sample: int
+    output: int
+    index: int
+    got: int
+    expected: int
+
+
+@dataclass
+class LayerResult:
+    """Verification of one layer over every sample."""
+
+    index: int
+    op: str
+    kernel: str
+    isa: str
+    bit_exact: bool = True
+    differing: int = 0
+    first: Mismatch | None = None
+
+
+@dataclass
+class Report:
+    """Verification of a model on one target."""
+
+    model: str
+    target: str
+    rounding: str
+    samples: int
+    layers: list[LayerResult]
+    model_bit_exact: bool
+    model_first: Mismatch | None = None
+    arena_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.model_bit_exact and all(r.bit_exact for r in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bit_exact"] = self.bit_exact
+        return d
+
+
+class HostBuild:
+    """A generated project compiled into a Python extension; call layers or the whole model."""
+
+    def __init__(self, project: Project, build_root: str | Path | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.project = project
+        root = Path(build_root) if build_root else Path(tempfile.gettempdir()) / "qlane-build"
+        digest = content_hash(project)[:20]
+        src_dir = root / f"{project.name}-{digest}" / "src"
+        if not (src_dir / "manifest.json").exists():
+            write_project(project, src_dir)
+        name = project.name
+        include_dirs = [str(src_dir.resolve())]
+        if any(layer.spec.isa == "neon" for layer in project.layers):
+            include_dirs.append(simde_include_dir())
+        cdef = f"""
+            int {name}_invoke(const void *const inputs[], void *const outputs[], void *arena);
+            int {name}_run_layer(int index, const void *const in[], void *const out[],
+                                 void *scratch);
+            int32_t {name}_layer_scratch_bytes(int index);
+        """
+        sources = [str((src_dir / s).resolve()) for s in project.manifest["sources"]]
+        self.ffi, self.lib = build_cffi_module(
+            f"_qlane_{name}_{digest}", cdef, f'#include "{name}.h"', include_dirs,
+            root / f"{project.name}-{digest}", [*extra_args], sources=sources)
+        self.name = name
+
+    def _ptrs(self, arrays: Sequence[np.ndarray], const: bool) -> Any:
+        kind = "const void *[]" if const else "void *[]"
+        return self.ffi.new(kind, [self.ffi.from_buffer(a) for a in arrays])
+
+    def run_layer(self, index: int, inputs: Sequence[np.ndarray],
+                  out_specs: Sequence[tuple[tuple[int, ...], np.dtype]]) -> list[np.ndarray]:
+        """Run one layer on contiguous inputs; returns freshly allocated outputs."""
+        ins = [np.ascontiguousarray(x) for x in inputs]
+        outs = [np.zeros(shape, dtype) for shape, dtype in out_specs]
+        scratch = np.zeros(max(int(getattr(self.lib, f"{self.name}_layer_scratch_bytes")(index)),
+                               1) + 64, np.uint8)
+        status = getattr(self.lib, f"{self.name}_run_layer")(
+            index, self._ptrs(ins, True), self._ptrs(outs, False),
+            self.ffi.from_buffer(_aligned(scratch)))
+        if status != 0:
+            raise RuntimeError(f"{self.name}_run_layer({index}) returned {status}")
+        return outs
+
+    def invoke(self, inputs: Sequence[np.ndarray],
+               out_specs: Sequence[tuple[tuple[int, ...], np.dtype]]) -> list[np.ndarray]:
+        """Run the whole model on one sample through NAME_invoke with a fresh arena."""
+        ins = [np.ascontiguousarray(x) for x in inputs]
+        outs = [np.zeros(shape, dtype) for shape, dtype in out_specs]
+        arena = np.full(self.project.plan.arena_bytes + 64, 0xA5, np.uint8)
+        status = getattr(self.lib, f"{self.name}_invoke")(
+            self._ptrs(ins, True), self._ptrs(outs, False), self.ffi.from_buffer(_aligned(arena)))
+        if status != 0:
+            raise RuntimeError(f"{self.name}_invoke returned {status}")
+        return outs
+
+
+def _aligned(buf: np.ndarray, align: int = 16) -> np.ndarray:
+    off = (-buf.ctypes.data) % align
+    return buf[off:]
+
+
+def _first(got: np.ndarray, want: np.ndarray, sample: int, output: int) -> Mismatch | None:
+    diff = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+    if diff.size == 0:
+        return None
+    i = int(diff[0])
+    return Mismatch(sample, output, i, _num(got.reshape(-1)[i]), _num(want.reshape(-1)[i]))
+
+
+def _num(v: Any) -> Any:
+    return float(v) if np.asarray(v).dtype.kind == "f" else int(v)
+
+
+def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
+           rounding: str = "double", name: str | None = None,
+           build_root: str | Path | None = None,
+           progress: Callable[[int], None] | None = None) -> Report:
+    """Generate, compile on the host, and compare each layer and the model with the simulator.
+
+    ``inputs[k]`` has shape ``[S, *input_shape]``. Each layer is fed the simulator's own input
+    tensors, so a wrong layer is reported alone rather than polluting every later one.
+    ``progress`` is called with the number of samples finished.
+    """
+    project = generate(graph, target, name=name, rounding=rounding)
+    build = HostBuild(project, build_root)
+    sim = Interpreter(graph, rounding).run(inputs, keep=True)
+    tensors = sim.tensors
+    results = [LayerResult(layer.index, layer.op.opcode, layer.symbol, layer.spec.isa)
+               for layer in project.layers]
+    samples = inputs[0].shape[0]
+    specs = {i: (graph.tensors[i].shape, np.dtype(graph.tensors[i].dtype))
+             for i in range(len(graph.tensors))}
+    model_first = None
+    model_ok = True
+    for s in range(samples):
+        for layer, res in zip(project.layers, results):
+            got = build.run_layer(layer.index, [tensors[t][s] for t in layer.inputs],
+                                  [specs[t] for t in layer.outputs])
+            for k, t in enumerate(layer.outputs):
+                mm = _first(got[k], tensors[t][s], s, k)
+                if mm is not None:
+                    res.bit_exact = False
+                    res.differing += int(np.count_nonzero(
+                        got[k].reshape(-1) != tensors[t][s].reshape(-1)))
+                    res.first = res.first or mm
+        outs = build.invoke([x[s] for x in inputs], [specs[t] for t in graph.outputs])
+        for k, t in enumerate(graph.outputs):
+            mm = _first(outs[k], tensors[t][s], s, k)
+            if mm is not None:
+                model_ok = False
+                model_first = model_first or mm
+        if progress:
+            progress(s + 1)
+    return Report(graph.name, target.name, rounding, samples, results, model_ok, model_first,
+                  arena_bytes=project.plan.arena_bytes)

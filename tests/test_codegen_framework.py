@@ -1,0 +1,100 @@
+"""Code generation plumbing: symbols, identifiers, the arena planner, targets, output safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ZOO
+from qlane.codegen.emit import GenerateError, content_hash, generate, write_project
+from qlane.codegen.names import KernelSpec, c_comment, c_identifier, parse_symbol
+from qlane.codegen.planner import Buffer, check_plan, plan_arena
+from qlane.codegen.targets import TargetError, load_target, target_names
+from qlane.sim import load_tflite
+
+
+def test_kernel_symbols_parse_back() -> None:
+    for spec in [
+        KernelSpec("mnet", 3, "uint8", "dwconv2d", "k3x3s2", "double", "1x8", "neon"),
+        KernelSpec("a_l001_b", 120, "int8", "conv2d", "k1x1s1", "single", "4x8", "dsp"),
+        KernelSpec("m", 0, "int8", "fc", "n1001", "litert", "1x4", "c"),
+    ]:
+        assert parse_symbol(spec.symbol) == spec
+    assert parse_symbol("mnet_l003_qu8_dwconv2d_k3x3s2_rnddbl_1x8__neon").tile == "1x8"
+    with pytest.raises(ValueError):
+        parse_symbol("mnet_l003_qu8_dwconv2d_k3x3s2_rnddbl_1x8__sse")
+
+
+@pytest.mark.parametrize("text", ["int", "3d model", "__x", "a/*b*/c", "a\nb", "", "é", "main"])
+def test_identifiers_are_safe(text: str) -> None:
+    ident = c_identifier(text)
+    assert ident and ident.isidentifier() and ident.isascii()
+    assert not ident[0].isdigit() and not ident.startswith("__")
+    assert ident not in {"int", "main", "static"}
+
+
+def test_comments_cannot_escape() -> None:
+    hostile = "x */ system(\"rm -rf /\"); /* \\\n??/ \x00"
+    clean = c_comment(hostile)
+    assert "*/" not in clean and "/*" not in clean and "\n" not in clean
+    assert "??" not in clean and "\\" not in clean and "\x00" not in clean
+
+
+def test_planner_reuses_memory_without_overlap() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        bufs = []
+        for k in range(int(rng.integers(1, 30))):
+            first = int(rng.integers(0, 20))
+            bufs.append(Buffer(f"b{k}", int(rng.integers(1, 5000)), first,
+                               first + int(rng.integers(0, 5))))
+        plan = plan_arena(bufs)
+        check_plan(bufs, plan)
+        assert plan.arena_bytes <= plan.naive_bytes
+        peak = max(sum((b.size + 15) // 16 * 16 for b in bufs if b.first <= t <= b.last)
+                   for t in range(30))
+        assert plan.arena_bytes >= peak
+
+
+def test_targets_load() -> None:
+    names = target_names()
+    assert {"generic", "cortex-m4", "cortex-m7", "cortex-a53", "cortex-a72"} <= set(names)
+    m7 = load_target("cortex-m7")
+    assert m7.clock_hz == 216_000_000 and m7.sram_bytes == 320 * 1024
+    assert m7.features["dsp"] and not m7.features["neon"] and m7.isa[-1] == "c"
+    assert load_target("cortex-a72").features["neon"]
+    with pytest.raises(TargetError, match="unknown target"):
+        load_target("pentium")
+
+
+def test_generation_is_deterministic() -> None:
+    graph = load_tflite(ZOO / "u8_add_7x9x5_relu6.tflite")
+    t = load_target("generic")
+    a, b = generate(graph, t, name="m"), generate(load_tflite(ZOO / "u8_add_7x9x5_relu6.tflite"),
+                                                  t, name="m")
+    assert a.files == b.files and content_hash(a) == content_hash(b)
+    assert all("do not edit" in text for f, text in a.files.items() if f.endswith((".c", ".h")))
+
+
+def test_existing_directory_is_not_clobbered(tmp_path: Path) -> None:
+    graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
+    project = generate(graph, load_target("generic"), name="m")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "m.c").write_text("my own m.c")
+    with pytest.raises(GenerateError, match="not written by qlane"):
+        write_project(project, out)
+    assert (out / "m.c").read_text() == "my own m.c"
+    (out / "m.c").unlink()
+    write_project(project, out)
+    write_project(project, out)  # a second run replaces its own files
+    assert (out / "notes.txt").read_text() == "mine"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "notes.txt" not in manifest["files"] and "m.c" in manifest["files"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(GenerateError, match="not a directory"):
+        write_project(project, tmp_path / "file")
