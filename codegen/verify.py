@@ -54,7 +54,8 @@ class Report:
     model_bit_exact: bool
     model_first: Mismatch | None = None
     arena_bytes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    outputs: list[np.ndarray] = field(default_factory=list, repr=False)
+
 
     @property
     def bit_exact(self) -> bool:
@@ -62,8 +63,13 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["outputs"]
         d["bit_exact"] = self.bit_exact
         return d
+
+
+class BuildError(RuntimeError):
+    """The generated C did not compile on the host."""
 
 
 class HostBuild:
@@ -79,7 +85,7 @@ class HostBuild:
             write_project(project, src_dir)
         name = project.name
         include_dirs = [str(src_dir.resolve())]
-        if any(layer.spec.isa == "neon" for layer in project.layers):
+        if project.target.preferred_isa == "neon":
             include_dirs.append(simde_include_dir())
         cdef = f"""
             int {name}_invoke(const void *const inputs[], void *const outputs[], void *arena);
@@ -88,9 +94,15 @@ class HostBuild:
             int32_t {name}_layer_scratch_bytes(int index);
         """
         sources = [str((src_dir / s).resolve()) for s in project.manifest["sources"]]
-        self.ffi, self.lib = build_cffi_module(
-            f"_qlane_{name}_{digest}", cdef, f'#include "{name}.h"', include_dirs,
-            root / f"{project.name}-{digest}", [*extra_args], sources=sources)
+        try:
+            self.ffi, self.lib = build_cffi_module(
+                f"_qlane_{name}_{digest}", cdef, f'#include "{name}.h"', include_dirs,
+                root / f"{project.name}-{digest}", [*extra_args], sources=sources)
+        except Exception as e:  # cffi and distutils raise several unrelated types here
+            if type(e).__name__ not in ("VerificationError", "CompileError", "LinkError"):
+                raise
+            raise BuildError(f"the generated C for {project.target.name} did not compile on "
+                             f"this host (compiler output above; sources in {src_dir})") from None
         self.name = name
 
     def _ptrs(self, arrays: Sequence[np.ndarray], const: bool) -> Any:
@@ -162,6 +174,7 @@ def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
              for i in range(len(graph.tensors))}
     model_first = None
     model_ok = True
+    c_outputs = [np.zeros((samples, *specs[t][0]), specs[t][1]) for t in graph.outputs]
     for s in range(samples):
         for layer, res in zip(project.layers, results):
             got = build.run_layer(layer.index, [tensors[t][s] for t in layer.inputs],
@@ -175,6 +188,7 @@ def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
                     res.first = res.first or mm
         outs = build.invoke([x[s] for x in inputs], [specs[t] for t in graph.outputs])
         for k, t in enumerate(graph.outputs):
+            c_outputs[k][s] = outs[k]
             mm = _first(outs[k], tensors[t][s], s, k)
             if mm is not None:
                 model_ok = False
@@ -182,4 +196,4 @@ def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
         if progress:
             progress(s + 1)
     return Report(graph.name, target.name, rounding, samples, results, model_ok, model_first,
-                  arena_bytes=project.plan.arena_bytes)
+                  arena_bytes=project.plan.arena_bytes, outputs=c_outputs)

@@ -329,6 +329,7 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
     Exit status 0 only if every layer and the whole model are bit-exact.
     """
     from qlane.codegen.emit import GenerateError
+    from qlane.codegen.verify import BuildError
     from qlane.codegen.verify import verify as run_verify
 
     graph = _load(model)
@@ -353,7 +354,7 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
                     done[0] = k
 
                 report = run_verify(graph, target, inputs, rounding=rounding, progress=step)
-    except (GenerateError, ModelError) as e:
+    except (GenerateError, ModelError, BuildError) as e:
         raise UserError(str(e)) from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1))

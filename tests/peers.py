@@ -34,6 +34,7 @@ __all__ = [
     "single_op_graph",
     "spec",
     "write_tflite",
+    "merge_graphs",
 ]
 
 
@@ -194,3 +195,27 @@ def assert_graphs_equal(a: Graph, b: Graph) -> None:
     for x, y in zip(a.operators, b.operators):
         assert x == y, (x, y)
     assert (a.inputs, a.outputs) == (b.inputs, b.outputs)
+
+
+def merge_graphs(graphs: Sequence[Graph], name: str = "merged") -> tuple[Graph, list[int]]:
+    """Independent graphs side by side in one graph (so one C build covers them all).
+
+    Returns the merged graph and, per source graph, the index of its first operator.
+    """
+    tensors: list[Tensor] = []
+    ops: list[Operator] = []
+    inputs: list[int] = []
+    outputs: list[int] = []
+    first_op = []
+    for g in graphs:
+        base = len(tensors)
+        first_op.append(len(ops))
+        for t in g.tensors:
+            tensors.append(dataclasses.replace(t, index=base + t.index))
+        for op in g.operators:
+            ops.append(dataclasses.replace(
+                op, index=len(ops), inputs=tuple(i + base if i >= 0 else i for i in op.inputs),
+                outputs=tuple(i + base for i in op.outputs)))
+        inputs += [i + base for i in g.inputs]
+        outputs += [i + base for i in g.outputs]
+    return Graph(tensors, ops, inputs, outputs, name=name), first_op

@@ -1,0 +1,138 @@
+"""Generated C for the whole zoo, built with -fsanitize=address,undefined: zero reports.
+
+A harness runs every layer alone with each tensor in its own exact-size heap block (so an
+over-read or over-write of any tensor is caught, not hidden inside the arena), then the whole
+model through ``NAME_invoke`` on the zoo inputs with an exact-size arena, and prints the outputs,
+which must equal the simulator's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ZOO, ZOO_MODELS
+from peers import merge_graphs
+from qlane.codegen.cprims import simde_include_dir
+from qlane.codegen.emit import Project, generate, write_project
+from qlane.codegen.targets import load_target
+from qlane.sim import Interpreter, load_tflite
+
+CC = shutil.which("gcc") or shutil.which("cc")
+
+
+def _harness(project: Project, graph) -> str:
+    name = project.name
+    lines = [
+        "#include <stdint.h>", "#include <stdio.h>", "#include <stdlib.h>", "#include <string.h>",
+        f'#include "{name}.h"',
+        "static uint32_t seed = 12345u;",
+        "static void fill(void *p, size_t n, int is_float) {",
+        "    size_t i;",
+        "    if (is_float) { float *f = (float *)p;",
+        "        for (i = 0; i < n / 4; ++i) { seed = seed * 1664525u + 1013904223u;",
+        "            f[i] = (float)((int32_t)(seed >> 8) % 20000) / 100.0f; } return; }",
+        "    for (i = 0; i < n; ++i) { seed = seed * 1664525u + 1013904223u;",
+        "        ((uint8_t *)p)[i] = (uint8_t)(seed >> 24); }",
+        "}",
+        "static void *block(size_t n) { void *p = malloc(n ? n : 1);"
+        " if (!p) exit(3); return p; }",
+        "int main(void) {",
+        "    int round;",
+    ]
+    for layer in project.layers:
+        ins = [graph.tensors[t] for t in layer.inputs]
+        outs = [graph.tensors[t] for t in layer.outputs]
+        lines.append("    for (round = 0; round < 3; ++round) {")
+        for k, t in enumerate(ins):
+            lines.append(f"        void *i{k} = block({t.nbytes}); "
+                         f"fill(i{k}, {t.nbytes}, {int(np.dtype(t.dtype).kind == 'f')});")
+        for k, t in enumerate(outs):
+            lines.append(f"        void *o{k} = block({t.nbytes});")
+        in_list = ", ".join(f"i{k}" for k in range(len(ins))) or "0"
+        out_list = ", ".join(f"o{k}" for k in range(len(outs)))
+        lines += [
+            f"        const void *const in[] = {{ {in_list} }};",
+            f"        void *const out[] = {{ {out_list} }};",
+            f"        void *s = block((size_t){layer.kernel.scratch_bytes});",
+            f"        if ({name}_run_layer({layer.index}, in, out, s) != 0) return 4;",
+            "        free(s);",
+            *[f"        free(i{k});" for k in range(len(ins))],
+            *[f"        free(o{k});" for k in range(len(outs))],
+            "    }",
+        ]
+    n_in, n_out = len(graph.inputs), len(graph.outputs)
+    lines += [
+        f"    {{ void *ins[{n_in}]; void *outs[{n_out}]; int k;",
+        f"      static const size_t isz[] = {{ {', '.join(str(t.nbytes) for t in graph.input_tensors)} }};",  # noqa: E501
+        f"      static const size_t osz[] = {{ {', '.join(str(t.nbytes) for t in graph.output_tensors)} }};",  # noqa: E501
+        f"      void *arena = block({project.plan.arena_bytes});",
+        "      int samples;",
+        "      if (fread(&samples, sizeof samples, 1, stdin) != 1) return 5;",
+        "      while (samples-- > 0) {",
+        f"        for (k = 0; k < {n_in}; ++k) {{ ins[k] = block(isz[k]);"
+        " if (fread(ins[k], 1, isz[k], stdin) != isz[k]) return 6; }",
+        f"        for (k = 0; k < {n_out}; ++k) outs[k] = block(osz[k]);",
+        f"        if ({name}_invoke((const void *const *)ins, outs, arena) != 0) return 7;",
+        f"        for (k = 0; k < {n_out}; ++k) {{ fwrite(outs[k], 1, osz[k], stdout);"
+        " free(outs[k]); }",
+        f"        for (k = 0; k < {n_in}; ++k) free(ins[k]);",
+        "      }",
+        "      free(arena); }",
+        "    return 0;",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _inputs(name: str) -> list[np.ndarray]:
+    d = np.load(ZOO / f"{name}.npz")
+    return [d[k] for k in sorted((k for k in d.files if k.startswith("in")),
+                                 key=lambda k: int(k[2:]))]
+
+
+@pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
+@pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72"])
+def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path) -> None:
+    graphs = [load_tflite(ZOO / f"{n}.tflite") for n in ZOO_MODELS]
+    graph, _ = merge_graphs(graphs, name="zoo")
+    inputs = [x for n in ZOO_MODELS for x in _inputs(n)]
+    project = generate(graph, load_target(target), name="zoo")
+    src = tmp_path / "src"
+    write_project(project, src)
+    (src / "harness.c").write_text(_harness(project, graph))
+    includes = ["-I", str(src)]
+    if target == "cortex-a72":
+        includes += ["-I", simde_include_dir()]
+    exe = tmp_path / "harness"
+    sources = [str(src / s) for s in project.manifest["sources"]] + [str(src / "harness.c")]
+    build = subprocess.run(
+        [CC, "-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", *includes, *sources, "-o",
+         str(exe)], capture_output=True, text=True, timeout=900)
+    if build.returncode != 0 and "cannot find" in build.stderr and "asan" in build.stderr:
+        pytest.skip("the sanitizer runtime (libasan/libubsan) is not installed")
+    assert build.returncode == 0, build.stderr[-3000:]
+    samples = inputs[0].shape[0]
+    stdin = np.int32(samples).tobytes() + b"".join(
+        np.ascontiguousarray(x[s]).tobytes() for s in range(samples) for x in inputs)
+    run = subprocess.run([str(exe)], input=stdin, capture_output=True, timeout=900,
+                         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+                              "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+    report = run.stderr.decode(errors="replace")
+    assert run.returncode == 0 and "runtime error" not in report and "Sanitizer" not in report, \
+        report[-4000:]
+    expected = Interpreter(graph).run(inputs).outputs
+    blob = memoryview(run.stdout)
+    offset = 0
+    for s in range(samples):
+        for k, y in enumerate(expected):
+            n = y[s].nbytes
+            got = np.frombuffer(blob[offset:offset + n], y.dtype).reshape(y[s].shape)
+            offset += n
+            assert np.array_equal(got, y[s]), f"sample {s} output {k} differs"
+    assert offset == len(run.stdout)
