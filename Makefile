@@ -24,6 +24,8 @@ demo: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/qlane inspect $(MODEL)
 	$(BIN)/qlane simulate $(MODEL) --inputs $(INPUTS) --output $(OUT)/outputs.npz --tensors $(OUT)/tensors.npz
+	$(BIN)/qlane generate $(MODEL) --target cortex-m7 -o $(OUT)/cortex-m7 --name mobilenet
+	$(BIN)/qlane verify $(MODEL) --target cortex-m7 --inputs $(INPUTS) --samples 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
