@@ -313,7 +313,9 @@ class Requantizer:
         """``acc`` (exact integers, float or int64) whose last axis is ``reps`` x channels;
         the result has ``acc``'s shape and goes to ``out`` if given."""
         if not self.fast:
-            y = self._float(acc) if self.kind == "float" else self._reference(acc)
+            per_channel = np.asarray(acc).reshape(-1, self.channels)
+            slow = self._float if self.kind == "float" else self._reference
+            y = slow(per_channel).reshape(np.shape(acc))
             if out is None:
                 return y
             out[...] = y.reshape(out.shape)
