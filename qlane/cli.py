@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -312,6 +313,40 @@ def generate(model: str, target_name: str, outdir: str, name: str | None, roundi
                f"flash {m['flash_bytes']:,} bytes of constants")
 
 
+def _with_progress(label: str, n: int, run):
+    """Call ``run(progress=...)`` under a progress bar of ``n`` samples on stderr."""
+    with click.progressbar(length=n, label=label, file=sys.stderr) as bar:
+        done = [0]
+
+        def step(k: int) -> None:
+            bar.update(k - done[0])
+            done[0] = k
+
+        return run(progress=step)
+
+
+def _mismatch_text(m) -> str:
+    return f"first: sample {m.sample} index {m.index} got {m.got} expected {m.expected}"
+
+
+def _print_verify(report, tier: str, counts: dict | None = None) -> None:
+    click.echo(f"verify {report.model} on {report.target} ({report.rounding} rounding), "
+               f"{report.samples} samples, {tier}")
+    extra = f" {'instructions':>12}" if counts is not None else ""
+    click.echo(f"{'#':>3}  {'op':<18} {'isa':<5} {'kernel':<58}{extra} result")
+    for r in report.layers:
+        res = "identical" if r.bit_exact else f"{r.differing} differ; {_mismatch_text(r.first)}"
+        n = ""
+        if counts is not None:
+            c = counts.get(r.index)
+            n = f" {c['instructions']:>12,}" if c else f" {'-':>12}"
+        click.echo(f"{r.index:>3}  {r.op:<18} {r.isa:<5} {r.kernel:<58}{n} {res}")
+    whole = "identical" if report.model_bit_exact else \
+        f"differs; {_mismatch_text(report.model_first)}"
+    click.echo(f"whole model through the invoke entry: {whole}")
+    click.echo("BIT-EXACT" if report.bit_exact else "MISMATCH")
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "target_name", required=True, help="Chip, see `qlane targets`.")
@@ -321,19 +356,28 @@ def generate(model: str, target_name: str, outdir: str, name: str | None, roundi
               help="Random samples added to --inputs.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
+@click.option("--isa", "on_isa", is_flag=True,
+              help="Also cross-compile with zig and run every layer in an emulator of the chip.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 def verify(model: str, target_name: str, inputs_path: str | None, samples: int, seed: int,
-           rounding: str, as_json: bool) -> None:
-    """Generate C for MODEL, compile it on this host, and compare every layer with the simulator.
+           rounding: str, on_isa: bool, as_json: bool) -> None:
+    """Generate C for MODEL, compile it, and compare every layer with the simulator.
 
-    Exit status 0 only if every layer and the whole model are bit-exact.
+    The host tier compiles on this machine (NEON through SIMDe, DSP intrinsics through portable
+    C); --isa adds the chip's own instruction set in an emulator. Exit status 0 only if every
+    layer and the whole model are bit-exact in every tier.
     """
+    from qlane.codegen.cross import CrossError
     from qlane.codegen.emit import GenerateError
+    from qlane.codegen.emulate import EmulationError, emulate_verify
     from qlane.codegen.verify import BuildError
     from qlane.codegen.verify import verify as run_verify
 
     graph = _load(model)
     target = _target(target_name)
+    if on_isa and not target.zig_target:
+        raise UserError(f"target {target.name} has no instruction set to emulate; "
+                        "use a chip target with --isa")
     inputs = _read_inputs(inputs_path, graph) if inputs_path else None
     if samples:
         rand = random_inputs(graph, samples, seed)
@@ -342,36 +386,27 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
     if inputs is None:
         raise UserError("nothing to verify: give --inputs or --samples > 0")
     n = inputs[0].shape[0]
+    tiers = [("host build", run_verify)] + ([("emulated " + target.name, emulate_verify)]
+                                            if on_isa else [])
+    reports = []
     try:
-        if as_json or n < 4:
-            report = run_verify(graph, target, inputs, rounding=rounding)
-        else:
-            with click.progressbar(length=n, label="verifying", file=sys.stderr) as bar:
-                done = [0]
-
-                def step(k: int) -> None:
-                    bar.update(k - done[0])
-                    done[0] = k
-
-                report = run_verify(graph, target, inputs, rounding=rounding, progress=step)
-    except (GenerateError, ModelError, BuildError) as e:
-        raise UserError(str(e)) from None
+        for label, fn in tiers:
+            run = functools.partial(fn, graph, target, inputs, rounding=rounding)
+            reports.append((label, run() if as_json or n < 4 else _with_progress(label, n, run)))
+    except (GenerateError, ModelError, BuildError, CrossError, EmulationError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    ok = all(r.bit_exact for _, r in reports)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=1))
+        out = reports[0][1].to_json()
+        if on_isa:
+            out["isa"] = reports[1][1].to_json()
+        out["bit_exact"] = ok
+        click.echo(json.dumps(out, indent=1))
     else:
-        click.echo(f"verify {graph.name} on {target.name} ({rounding} rounding), {n} samples, "
-                   f"host build")
-        click.echo(f"{'#':>3}  {'op':<18} {'isa':<5} {'kernel':<58} result")
-        for r in report.layers:
-            res = "identical" if r.bit_exact else (
-                f"{r.differing} differ; first: sample {r.first.sample} index {r.first.index} "
-                f"got {r.first.got} expected {r.first.expected}")
-            click.echo(f"{r.index:>3}  {r.op:<18} {r.isa:<5} {r.kernel:<58} {res}")
-        whole = "identical" if report.model_bit_exact else (
-            f"differs; first: sample {report.model_first.sample} index "
-            f"{report.model_first.index} got {report.model_first.got} expected "
-            f"{report.model_first.expected}")
-        click.echo(f"whole model through _invoke: {whole}")
-        click.echo("BIT-EXACT" if report.bit_exact else "MISMATCH")
-    if not report.bit_exact:
+        for label, report in reports:
+            counts = None
+            if getattr(report, "counts", None):
+                counts = report.counts
+            _print_verify(report, label, counts)
+    if not ok:
         sys.exit(1)

@@ -1,4 +1,6 @@
-"""Generated C for every zoo model on generic, cortex-m7 and cortex-a72: bit-exact, per layer.
+"""Generated C for every zoo model: bit-exact per layer, and equal to the classic reference.
+
+Host tier on generic, cortex-m7 and cortex-a72; emulator tier on cortex-m4 and cortex-a53.
 
 The host build compiles NEON through SIMDe and the DSP intrinsics through qlane_acle.h's
 portable C; each layer is compared with the simulator, and the whole model's outputs with the
@@ -12,6 +14,7 @@ import pytest
 
 from conftest import ZOO, ZOO_MODELS
 from peers import merge_graphs
+from qlane.codegen.emulate import emulate_verify
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import verify
 from qlane.sim import load_tflite
@@ -32,11 +35,11 @@ def _reference(name: str) -> list[np.ndarray]:
     return [d[f"out{k}"] for k in range(len(d.files))]
 
 
-def _check(names: list[str], target: str) -> None:
+def _check(names: list[str], target: str, tier=verify) -> None:
     graphs = [load_tflite(ZOO / f"{n}.tflite") for n in names]
     merged, first = merge_graphs(graphs, name="zoo")
     inputs = [x for n in names for x in _inputs(n)]
-    report = verify(merged, load_target(target), inputs)
+    report = tier(merged, load_target(target), inputs)
     owner = {}
     for n, start, g in zip(names, first, graphs):
         for k in range(len(g.operators)):
@@ -62,3 +65,9 @@ def test_zoo_single_op_models(target: str) -> None:
 @pytest.mark.parametrize("name", MOBILENETS)
 def test_zoo_mobilenet(target: str, name: str) -> None:
     _check([name], target)
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-a53"])
+def test_zoo_on_the_chip_instruction_set(target: str) -> None:
+    """``verify --isa``: zig-built code for the chip, run in unicorn with that CPU model."""
+    _check(ZOO_MODELS, target, tier=emulate_verify)
