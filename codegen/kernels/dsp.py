@@ -1,1 +1,351 @@
-"""Placeholder: lowerings of this family are added here."""
+"""Cortex-M DSP (SIMD32) lowerings of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED.
+
+Every constant comes from the prepared simulator kernel: its offset weights (``wmat_int``,
+``wrows``), bias, multipliers, shifts and clamps. Weights are packed here, at generation time,
+into int16 pairs in exactly the order the C loops read them, so the inner loops are loads and
+``__smlad``. See ``templates/dsp/*.c.j2`` for the loops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected
+
+from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from .common import ctype
+
+MAX_DW_TAPS = 64  # every tap is unrolled in the generated loop
+GEMM_GROUP = 4  # output channels per GEMM pass (x 2 pixels)
+DW_GROUP = 4  # channels per depthwise pass (two SIMD32 words of int16 pairs)
+
+
+# --------------------------------------------------------------------------------------------
+# Packing helpers
+
+
+def column_layout(seg: int, nseg: int) -> np.ndarray:
+    """Column slot -> reduction index (-1: zero pad) of the int16 columns the C code builds.
+
+    The reduction runs over ``nseg`` consecutive segments of ``seg`` elements (one per filter
+    tap, or a single one). Within a segment, each full block of four bytes is widened by
+    ``SXTB16``/``UXTB16`` of the word and of the word rotated by 8, which yields the order
+    0, 2, 1, 3; the remaining 1..3 elements stay in order. The column is padded to even length.
+    """
+    block = [0, 2, 1, 3]
+    one = [4 * b + i for b in range(seg // 4) for i in block] + list(range(seg - seg % 4, seg))
+    idx = [s * seg + i for s in range(nseg) for i in one]
+    if len(idx) % 2:
+        idx.append(-1)
+    return np.asarray(idx, np.int64)
+
+
+def pack_pairs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Two int16 arrays as int32 words (``lo`` in the low half, as SMLAD reads them)."""
+    lo = np.asarray(lo, np.int64)
+    hi = np.asarray(hi, np.int64)
+    if lo.size and max(np.abs(lo).max(), np.abs(hi).max()) > 32767:
+        raise Unsupported("offset weights do not fit int16")
+    word = (lo & 0xFFFF) | ((hi & 0xFFFF) << 16)
+    return wrap32(word).astype(np.int32)
+
+
+def wrap32(v: np.ndarray) -> np.ndarray:
+    """int64 values wrapped to the int32 range (two's complement)."""
+    v = np.asarray(v, np.int64) & 0xFFFFFFFF
+    return np.where(v >= 2**31, v - 2**32, v)
+
+
+def channel_groups(n: int, group: int) -> list[tuple[int, int]]:
+    """(first channel, size) of the passes over ``n`` channels: full groups, then 2, then 1."""
+    out = [(c, group) for c in range(0, n - n % group, group)]
+    c = n - n % group
+    while c < n:
+        size = 2 if n - c >= 2 and group > 2 else 1
+        out.append((c, size))
+        c += size
+    return out
+
+
+def pack_gemm_weights(wmat: np.ndarray, layout: np.ndarray, groups: list[tuple[int, int]]
+                      ) -> np.ndarray:
+    """[K, N] offset weights as int16 pairs: per channel group, per column pair, per channel."""
+    k, n = wmat.shape
+    wp = np.zeros((layout.size, n), np.int64)
+    valid = layout >= 0
+    wp[valid] = wmat[layout[valid]]
+    words = pack_pairs(wp[0::2], wp[1::2])  # [K2/2, N]
+    return np.concatenate([words[:, c:c + size].reshape(-1) for c, size in groups]
+                          ) if groups else np.zeros(0, np.int32)
+
+
+def _words(v: Any, signed: bool) -> int:
+    """A halfword value replicated in both halves of a word, as int32 (signed) or uint32."""
+    half = int(v) & 0xFFFF
+    word = half | (half << 16)
+    return int(wrap32(np.int64(word))) if signed else word
+
+
+# --------------------------------------------------------------------------------------------
+# Requantization parameters shared by the templates
+
+
+def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound: int
+                   ) -> tuple[dict[str, Any], list[Const]]:
+    """How the C code turns an int32 accumulator (bias included) into an output byte.
+
+    ``bound`` bounds ``|acc|`` before the bias. The cheapest exact spelling is chosen:
+    ``"mm"`` (SMMULR / SMMUL and an ASR), ``"fused"`` (SMLAL and an ASR), the generic
+    ``qlane_requant_*`` of qlane_fixedpoint.h, or ``"float"`` (LiteRT FULLY_CONNECTED).
+    """
+    rq = sim.requant
+    dtype = np.dtype(sim.dtype)
+    full = (rq.lo, rq.hi) == ((-128, 127) if dtype == np.int8 else (0, 255))
+    params: dict[str, Any] = dict(
+        zp=rq.zp, lo=rq.lo, hi=rq.hi, full_range=full, signed=dtype == np.int8,
+        T=ctype(dtype), kind=rq.kind, rounding=rq.rounding, acc_scale=1,
+        req="qlane_requant_single" if rq.rounding == "single" else "qlane_requant_double",
+    )
+    consts = [Const("bias", wrap32(rq.bias).astype(np.int32), "bias (accumulator start)")]
+    if rq.kind == "float":
+        scale = np.broadcast_to(np.asarray(rq.real_scale, np.float64), (n,))
+        params["scale_uniform"] = bool(np.all(scale == scale[0]))
+        params["scale"] = [repr(float(s)) for s in scale]
+        return params, consts
+    m = np.broadcast_to(np.asarray(rq.multiplier, np.int64), (n,))
+    s = np.broadcast_to(np.asarray(rq.shift, np.int64), (n,))
+    abound = int(bound) + int(np.abs(rq.bias).max(initial=0))
+    tiers: list[tuple[str, tuple[np.ndarray, ...] | None]] = [
+        ("mm", mm_requant(m, s, rq.rounding, abound)),
+        ("fused", fused_requant(m, s, rq.rounding)),
+    ]
+    for kind, folded in tiers:
+        if folded is None:
+            continue
+        params["kind"] = kind
+        if kind == "mm":
+            e = -s[m != 0]
+            params["mm"] = ("smmul" if np.all(e >= 2) else "smmulr") if rq.rounding == "single" \
+                else ("dbl" if np.all(e >= 1) else "dbl0")
+        names = ("mult", "rnd", "shift") if kind == "mm" else ("mult", "kpos", "kneg", "shift")
+        arrays = dict(zip(names, folded))
+        if params.get("mm") in ("smmulr", "dbl0"):
+            del arrays["rnd"], arrays["shift"]
+        if kind == "fused":
+            params["signed_k"] = bool(np.any(arrays["kpos"] != arrays["kneg"]))
+            if not params["signed_k"]:
+                del arrays["kneg"]
+        uniform = all(np.all(v == v[0]) for v in arrays.values())
+        params["uniform"] = uniform
+        if uniform:
+            params.update({k: int(v[0]) for k, v in arrays.items()})
+        else:
+            dtypes = {"mult": np.int32, "rnd": np.int32, "shift": np.int32, "kpos": np.int64,
+                      "kneg": np.int64}
+            consts += [Const(k, v.astype(dtypes[k]), f"requantization: {k} per channel")
+                       for k, v in arrays.items()]
+        if params.get("mm") in ("dbl", "dbl0"):
+            # SMMULR(2 acc, M): the kernel accumulates 2 acc (weights and bias doubled)
+            params["acc_scale"] = 2
+            consts[0] = Const("bias", wrap32(2 * rq.bias).astype(np.int32),
+                              "2 x bias (the accumulator holds 2 acc)")
+        return params, consts
+    params["kind"] = "generic"
+    uniform = bool(np.all(m == m[0]) and np.all(s == s[0]))
+    params["uniform"] = uniform
+    if uniform:
+        params["mult"], params["shift"] = int(m[0]), int(s[0])
+    else:
+        consts += [Const("mult", m.astype(np.int32), "Q31 multipliers per channel"),
+                   Const("shift", s.astype(np.int32), "shifts per channel")]
+    return params, consts
+
+
+def mm_requant(m: np.ndarray, s: np.ndarray, rounding: str, abound: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """MultiplyByQuantizedMultiplier with a 32-bit high multiply, or None where it is not exact.
+
+    Double rounding: SRDHM(a, M) = floor((a*M + 2^30) / 2^31) = SMMULR(2a, M) when
+    |a| < 2^30 (``abound``), then RDBPOT by e = -shift as ``(h + 2^(e-1) - [h < 0]) >> e``.
+    Single rounding: ``floor((a*M + 2^(30+e)) / 2^(31+e)) = (SMMUL(a, M) + 2^(e-2)) >> (e-1)``
+    for e >= 2 (any a), ``SMMULR(a, M)`` for e = 1. Returns (M, rounding addend, shift).
+    """
+    e = np.where(m == 0, 2, -s).astype(np.int64)
+    if rounding == "single":
+        if np.all(e == 1):
+            return m, np.zeros_like(e), np.zeros_like(e)
+        if np.any(e < 2) or np.any(e > 31):
+            return None
+        return m, np.left_shift(np.int64(1), e - 2), e - 1
+    if abound >= 2**30 or np.any(e > 31) or np.any(e < 0) or (np.any(e == 0) and np.any(e)):
+        return None
+    rnd = np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0)
+    return m, rnd, e
+
+
+def fused_requant(m: np.ndarray, s: np.ndarray, rounding: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """One SMLAL and one ASR for MultiplyByQuantizedMultiplier when every shift is <= -1.
+
+    With ``e = -shift >= 1`` both roundings are one floor (as in the simulator's Requantizer):
+    double ``floor((a*M + 2^30 + 2^(30+e) - 2^31*[a < 0]) / 2^(31+e))`` (SRDHM's ties up nested
+    in RDBPOT's ties away), single ``floor((a*M + 2^(30+e)) / 2^(31+e))``; the high word of the
+    64-bit sum shifted right by ``e - 1`` is that floor. Returns (M, K for a >= 0, K for a < 0,
+    e - 1) per channel, or None when a shift is >= 0 (left shifts wrap in int32 first).
+    A zero multiplier gives 0 under any exponent: it takes e = 1.
+    """
+    e = np.where(m == 0, 1, -s).astype(np.int64)
+    if np.any(e < 1) or np.any(e > 31):
+        return None
+    if rounding == "single":
+        kpos = np.left_shift(np.int64(1), 30 + e)
+        kneg = kpos
+    else:
+        kpos = (np.int64(1) << 30) + np.left_shift(np.int64(1), 30 + e)
+        kneg = kpos - (np.int64(1) << 31)
+    return m.astype(np.int64), kpos.astype(np.int64), kneg.astype(np.int64), e - 1
+
+
+def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> int:
+    """Bound of |accumulator| before the bias: [K, N] offset weights times the input extent."""
+    return int(np.abs(np.asarray(w, np.int64)).sum(axis=0).max(initial=0)) * sim._input_extent()
+
+
+def _geometry_variant(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int) -> str:
+    v = f"k{kh}x{kw}s{sh}" + (f"x{sw}" if sw != sh else "")
+    if (dh, dw) != (1, 1):
+        v += f"d{dh}" + (f"x{dw}" if dw != dh else "")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# CONV_2D and FULLY_CONNECTED: int16 columns x packed weights, 4 channels x 2 pixels per pass
+
+
+def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int, nseg: int,
+                 pixels: int, geometry: dict[str, Any]) -> Kernel:
+    sim = ctx.sim
+    k, n = wmat.shape
+    params, consts = requant_params(sim, n, acc_bound(sim, wmat))
+    wmat = wmat * params["acc_scale"]
+    layout = column_layout(seg, nseg)
+    groups = channel_groups(n, GEMM_GROUP)
+    words = pack_gemm_weights(wmat, layout, groups)
+    dtype = np.dtype(sim.dtype)
+    zp_in = int(sim.qi.zp)
+    params.update(
+        N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg,
+        full=n - n % GEMM_GROUP, tails=groups[n // GEMM_GROUP:], in_zp=zp_in,
+        off=_words(-zp_in, dtype == np.int8),
+        helpers={"ld32", "st32", "ext"} if seg >= 4 else {"ld32"}, **geometry,
+    )
+    consts.insert(0, Const("w", words, "weights minus their zero point, int16 pairs in loop "
+                                       "order (4 channels x column pair)"))
+    tile = f"{min(pixels, 2)}x{min(n, GEMM_GROUP)}"
+    return Kernel(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
+                  consts=consts, scratch_bytes=2 * int(layout.size) * 2)
+
+
+@lowering("CONV_2D", isa="dsp")
+def conv2d_dsp(ctx: Context) -> Kernel:
+    """CONV_2D as a GEMM over int16 im2col columns of two output pixels at a time."""
+    sim = ctx.sim
+    assert isinstance(sim, Conv2D)
+    win = sim.win
+    x = sim.x
+    b, h, w, c = x.shape
+    kh, kw = win.kh, win.kw
+    rows = win.is_identity()  # 1x1, stride 1, no padding: pixel p reads x + p*C
+    geometry = dict(
+        mode="rows" if rows else "im2col", B=b, H=h, W=w, C=c, OH=win.oh, OW=win.ow, KH=kh,
+        KW=kw, SH=win.sh, SW=win.sw, DH=win.dh, DW=win.dw, TOP=win.top, LEFT=win.left,
+    )
+    variant = _geometry_variant(kh, kw, win.sh, win.sw, win.dh, win.dw)
+    return _gemm_kernel(ctx, "conv2d", variant, sim.wmat_int, c, kh * kw,
+                        b * win.oh * win.ow, geometry)
+
+
+@lowering("FULLY_CONNECTED", isa="dsp")
+def fully_connected_dsp(ctx: Context) -> Kernel:
+    """FULLY_CONNECTED as the same GEMM: each input row is one column."""
+    sim = ctx.sim
+    assert isinstance(sim, FullyConnected)
+    geometry = dict(mode="rows")
+    return _gemm_kernel(ctx, "fc", f"n{sim.units}d{sim.depth}", sim.wmat_int, sim.depth, 1,
+                        sim.rows, geometry)
+
+
+# --------------------------------------------------------------------------------------------
+# DEPTHWISE_CONV_2D: channel quads in SXTB16 lanes against int16-pair weights (SMLABB/SMLATT)
+
+
+def pack_dw_weights(wt: np.ndarray) -> np.ndarray:
+    """[T, C] offset weights (depth multiplier 1, C a multiple of 4) as int16 pairs in loop order.
+
+    Per channel quad, per tap: (w[t][c0], w[t][c2]) then (w[t][c1], w[t][c3]), the lanes of
+    SXTB16 of the input word and of the word rotated by 8.
+    """
+    t, c = wt.shape
+    out = [pack_pairs(wt[:, [g, g + 1]], wt[:, [g + 2, g + 3]]).reshape(-1)
+           for g in range(0, c, DW_GROUP)]
+    return np.concatenate(out) if out else np.zeros(0, np.int32)
+
+
+def pack_dw_pairs(wt: np.ndarray) -> np.ndarray:
+    """[T, C] offset weights as words (w[t][c], w[t+1][c]) per channel, per tap pair; an odd
+    last tap is (w, 0). Used by the channel tail and the depth-multiplier path."""
+    t, c = wt.shape
+    rows = [pack_pairs(wt[k], wt[k + 1]) for k in range(0, t - 1, 2)]
+    if t % 2:
+        rows.append(pack_pairs(wt[t - 1], np.zeros(c, np.int64)))
+    return np.stack(rows, axis=1).reshape(-1)  # [C, pairs]
+
+
+@lowering("DEPTHWISE_CONV_2D", isa="dsp")
+def depthwise_dsp(ctx: Context) -> Kernel:
+    """DEPTHWISE_CONV_2D: four channels per pass over zero-point padded input rows."""
+    sim = ctx.sim
+    assert isinstance(sim, DepthwiseConv2D)
+    win = sim.win
+    taps = win.kh * win.kw
+    if taps > MAX_DW_TAPS:
+        raise Unsupported(f"{win.kh}x{win.kw} filter has more than {MAX_DW_TAPS} taps")
+    b, h, w, cin = sim.x.shape
+    n = sim.n_out
+    mult = sim.mult
+    wt = np.asarray(sim.wrows[:, :, :n], np.int64).reshape(taps, n)  # [T, C_out]
+    params, consts = requant_params(sim, n, acc_bound(sim, wt))
+    wt = wt * params["acc_scale"]
+    dtype = np.dtype(sim.dtype)
+    zp_in = int(sim.qi.zp)
+    quads = cin - cin % DW_GROUP if mult == 1 else 0
+    span = win.span[1]
+    ncopy = min(w, span - win.left)
+    params.update(
+        B=b, H=h, W=w, C=cin, N=n, MULT=mult, OH=win.oh, OW=win.ow, KH=win.kh, KW=win.kw,
+        SH=win.sh, SW=win.sw, DH=win.dh, DW=win.dw, TOP=win.top, LEFT=win.left, NT=taps,
+        TP=(taps + 1) // 2, SPAN=span, NCOPY=ncopy, RIGHT=span - win.left - ncopy,
+        ACC_OFS=(win.kh * span * cin + 3) // 4,
+        quads=quads, in_zp=zp_in, zp_byte=zp_in & 0xFF, off=_words(-zp_in, dtype == np.int8),
+        helpers={"ld32", "st32"} | ({"ext", "lanes"} if quads else set())
+        | ({"pack16"} if quads < n else set()),
+    )
+    if quads:
+        consts.insert(0, Const("wq", pack_dw_weights(wt[:, :quads]),
+                               "weights minus their zero point: per channel quad, per tap, "
+                               "int16 pairs (w[c0], w[c2]), (w[c1], w[c3])"))
+    if quads < n:
+        consts.insert(1 if quads else 0, Const(
+            "wp", pack_dw_pairs(wt[:, quads:]),
+            "remaining channels: per channel, per tap pair, (w[t][c], w[t+1][c])"))
+    variant = _geometry_variant(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw)
+    if mult > 1:
+        variant += f"m{mult}"
+        tile = f"1x{mult}"
+    else:
+        tile = "1x4" if cin >= DW_GROUP else "1x1"
+    return Kernel(template="dsp/dwconv.c.j2", op="dwconv2d", variant=variant, tile=tile,
+                  params=params, consts=consts,
+                  scratch_bytes=4 * params["ACC_OFS"] + 4 * n)

@@ -1,0 +1,409 @@
+"""Cortex-M DSP kernels (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) bit-exact with the simulator.
+
+Host builds run the kernels through qlane_acle.h's portable intrinsics. Every layer these
+lowerings cover must come out with isa "dsp" (a silent fallback to portable C fails the test).
+Many independent layers share one graph so that each rounding mode costs one C build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import ZOO, ZOO_MODELS
+from peers import GraphBuilder, merge_graphs, random_bias, random_scale, spec
+from qlane.codegen.emit import generate
+from qlane.codegen.kernels import dsp
+from qlane.codegen.lowering import Context, Unsupported
+from qlane.codegen.names import parse_symbol
+from qlane.codegen.targets import load_target
+from qlane.codegen.verify import Report, verify
+from qlane.sim import load_tflite
+from qlane.sim.fixedpoint import mul_by_quantized_multiplier, quantize_multiplier
+from qlane.sim.graph import Graph
+from qlane.sim.interpreter import Interpreter
+from qlane.sim.ops.conv import out_size
+from qlane.sim.quant import ACTIVATIONS, QuantParams
+
+DSP_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+SAMPLES = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _zoo_inputs(name: str) -> list[np.ndarray]:
+    d = np.load(ZOO / f"{name}.npz")
+    return [d[k] for k in sorted((k for k in d.files if k.startswith("in")),
+                                 key=lambda k: int(k[2:]))]
+
+
+def _check(report: Report, graph: Graph) -> None:
+    """Every layer bit-exact, the whole model too, and every conv/dw/fc layer on the DSP ISA."""
+    bad = [f"layer {r.index} {r.op} ({r.kernel}): {r.differing} differ, first {r.first}"
+           for r in report.layers if not r.bit_exact]
+    assert not bad, "\n".join(bad)
+    assert report.model_bit_exact, report.model_first
+    fallback = [f"layer {r.index} {r.op}: {r.kernel}" for r in report.layers
+                if r.op in DSP_OPS and r.isa != "dsp"]
+    assert not fallback, "fell back to portable C:\n" + "\n".join(fallback)
+    for r in report.layers:
+        if r.op in DSP_OPS:
+            spec_ = parse_symbol(r.kernel)
+            assert spec_.isa == "dsp" and spec_.op in ("conv2d", "dwconv2d", "fc")
+    assert len(report.layers) == len(graph.operators)
+
+
+def _quant(rng: np.random.Generator, dtype: str) -> QuantParams:
+    info = np.iinfo(np.dtype(dtype))
+    return QuantParams(random_scale(rng, 0.01, 0.1), int(rng.integers(info.min, info.max + 1)))
+
+
+def _weights(rng: np.random.Generator, shape: tuple[int, ...], dtype: str, axis: int,
+             per_channel: bool, tiny: bool) -> tuple[np.ndarray, QuantParams]:
+    """int8 symmetric (per channel along ``axis`` or per tensor) or uint8 with a zero point;
+    ``tiny``: offset weights in {-1, 0, 1} (small accumulators for multipliers >= 0.5)."""
+    if dtype == "int8":
+        w = rng.integers(-1, 2, shape) if tiny else rng.integers(-127, 128, shape)
+        n = shape[axis] if per_channel else 1
+        q = QuantParams(random_scale(rng, 0.01, 0.03, n), np.zeros(n, np.int64),
+                        axis if per_channel else 0)
+        return w.astype(np.int8), q
+    zp = int(rng.integers(1, 255))
+    w = zp + rng.integers(-1, 2, shape) if tiny else rng.integers(0, 256, shape)
+    return w.astype(np.uint8), QuantParams(random_scale(rng, 1e-3, 0.05), zp)
+
+
+def _rms(v: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(v.astype(np.float64))))) if v.size else 1.0
+
+
+class Layers:
+    """Independent single-operator layers side by side in one graph (own input and output)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.g = GraphBuilder()
+        self.inputs: list[int] = []
+        self.outputs: list[int] = []
+        self.data: list[np.ndarray] = []
+
+    def _io(self, x_shape: tuple[int, ...], dtype: str) -> tuple[int, QuantParams]:
+        qi = _quant(self.rng, dtype)
+        x = self.g.add(spec(x_shape, dtype, qi))
+        self.inputs.append(x)
+        info = np.iinfo(np.dtype(dtype))
+        self.data.append(self.rng.integers(info.min, info.max + 1, (SAMPLES, *x_shape))
+                         .astype(dtype))
+        return x, qi
+
+    def _tail(self, opcode: str, x: int, qi: QuantParams, w: np.ndarray, qw: QuantParams,
+              w_axis: int, n_out: int, k: int, y_shape: tuple[int, ...], dtype: str,
+              scale: str, bias: str, options: dict[str, Any]) -> None:
+        """Bias, output quantization and the operator. ``scale``: "normal" (outputs spread over
+        the range), or a fixed real multiplier class: "ge1" (left shift), "half" (e = 0),
+        "quarter" (e = 1); ``bias``: "normal" or "wrap" (near +-2^31: int32 wraps)."""
+        rng = self.rng
+        info = np.iinfo(np.dtype(dtype))
+        zp_w = np.asarray(qw.zero_point, np.int64).reshape(-1)[0]
+        wo = np.moveaxis(w.astype(np.int64) - zp_w, w_axis, 0).reshape(n_out, -1)
+        # the bias cancels the mean accumulator so that outputs spread around the zero point
+        x_mean = (info.max + info.min) / 2 - qi.zp
+        acc_mean = x_mean * wo.sum(axis=1)
+        acc_rms = np.sqrt(k * ((info.max - info.min + 1) ** 2 - 1) / 12) * _rms(wo)
+        # weight scales chosen for an output scale in [0.01, 0.06]: fused RELU6 and
+        # RELU_N1_TO_1 then clamp inside the integer range
+        s_out = float(np.exp(rng.uniform(np.log(0.01), np.log(0.06))))
+        f = s_out * 40 / (float(np.mean(qw.scale)) * float(qi.s) * acc_rms)
+        qw = QuantParams((qw.scale * f).astype(np.float32), qw.zero_point, qw.axis)
+        s_w = np.asarray(qw.scale, np.float64)
+        wi = self.g.add(spec(w.shape, dtype, qw, w))
+        b, qb = random_bias(rng, n_out, float(qi.s), qw.scale, magnitude=int(acc_rms / 4) + 1,
+                            offset=-acc_mean)
+        if bias == "wrap":
+            b = (rng.choice([-1, 1], n_out) * (2**31 - rng.integers(1, 3 * int(acc_rms) + 2,
+                                                                  n_out))).astype(np.int32)
+        bi = self.g.add(spec((n_out,), np.int32, qb, b))
+        real_out = {"normal": s_out}
+        if scale != "normal":
+            target = {"ge1": 1.6, "half": 0.7, "quarter": 0.35}[scale]
+            real_out[scale] = float(np.float32(qi.s) * np.float32(np.max(s_w))) / target
+        q_out = QuantParams(np.float32(real_out[scale]),
+                            int(rng.integers(info.min + 64, info.max - 63)))
+        y = self.g.add(spec(y_shape, dtype, q_out))
+        self.outputs.append(y)
+        options.setdefault("activation", str(rng.choice(ACTIVATIONS, p=[0.4, 0.2, 0.2, 0.2])))
+        self.g.op(opcode, [x, wi, bi], [y], **options)
+
+    def conv(self, dtype: str, batch: int, hw: tuple[int, int], cin: int, cout: int,
+             k: tuple[int, int], s: tuple[int, int] = (1, 1), d: tuple[int, int] = (1, 1),
+             padding: str = "SAME", scale: str = "normal", bias: str = "normal",
+             tiny: bool = False, per_channel: bool = True) -> None:
+        x, qi = self._io((batch, *hw, cin), dtype)
+        w, qw = _weights(self.rng, (cout, *k, cin), dtype, 0, per_channel, tiny)
+        oh = out_size(padding, hw[0], k[0], s[0], d[0])
+        ow = out_size(padding, hw[1], k[1], s[1], d[1])
+        opts = dict(padding=padding, stride_h=s[0], stride_w=s[1], dilation_h=d[0],
+                    dilation_w=d[1])
+        self._tail("CONV_2D", x, qi, w, qw, 0, cout, k[0] * k[1] * cin,
+                   (batch, oh, ow, cout), dtype, scale, bias, opts)
+
+    def dwconv(self, dtype: str, batch: int, hw: tuple[int, int], cin: int, mult: int,
+               k: tuple[int, int], s: tuple[int, int] = (1, 1), d: tuple[int, int] = (1, 1),
+               padding: str = "SAME", scale: str = "normal", bias: str = "normal",
+               tiny: bool = False) -> None:
+        x, qi = self._io((batch, *hw, cin), dtype)
+        n = cin * mult
+        w, qw = _weights(self.rng, (1, *k, n), dtype, 3, True, tiny)
+        oh = out_size(padding, hw[0], k[0], s[0], d[0])
+        ow = out_size(padding, hw[1], k[1], s[1], d[1])
+        opts = dict(padding=padding, stride_h=s[0], stride_w=s[1], dilation_h=d[0],
+                    dilation_w=d[1], depth_multiplier=mult)
+        self._tail("DEPTHWISE_CONV_2D", x, qi, w, qw, 3, n, k[0] * k[1],
+                   (batch, oh, ow, n), dtype, scale, bias, opts)
+
+    def fc(self, dtype: str, x_shape: tuple[int, ...], units: int, scale: str = "normal",
+           bias: str = "normal", tiny: bool = False, per_channel: bool = True,
+           keep_num_dims: bool = False) -> None:
+        x, qi = self._io(x_shape, dtype)
+        depth = x_shape[-1]
+        w, qw = _weights(self.rng, (units, depth), dtype, 0, per_channel, tiny)
+        rows = int(np.prod(x_shape)) // depth
+        y_shape = (*x_shape[:-1], units) if keep_num_dims else (rows, units)
+        self._tail("FULLY_CONNECTED", x, qi, w, qw, 0, units, depth, y_shape, dtype, scale,
+                   bias, dict(keep_num_dims=keep_num_dims))
+
+    def graph(self, name: str) -> Graph:
+        return self.g.build(self.inputs, self.outputs, name=name)
+
+
+def _conv_layers(lay: Layers) -> None:
+    """CONV_2D tails: channels 1..33, odd depths and widths, stride 2, padding, dilation, batch 2,
+    1x1 pointwise (rows) and im2col paths, every requantization spelling."""
+    for i, (cin, cout) in enumerate([(1, 1), (2, 3), (3, 5), (4, 4), (5, 7), (8, 9), (16, 6),
+                                     (33, 2), (7, 33), (6, 13)]):
+        dtype = ("uint8", "int8")[i % 2]
+        k = [(3, 3), (1, 1), (2, 3), (3, 1), (5, 5), (1, 1), (3, 3), (1, 1), (3, 3), (2, 2)][i]
+        s = [(1, 1), (1, 1), (2, 2), (1, 2), (2, 1), (2, 2), (1, 1), (1, 1), (2, 2), (1, 1)][i]
+        d = [(1, 1), (1, 1), (1, 1), (2, 1), (1, 1), (1, 1), (2, 2), (1, 1), (1, 1), (1, 3)][i]
+        lay.conv(dtype, 1 + i % 2, (5 + i % 3, 7 - i % 3), cin, cout, k, s, d,
+                 padding=("SAME", "VALID")[(i // 2) % 2])
+    lay.conv("uint8", 1, (3, 5), 1, 3, (1, 1), scale="ge1", tiny=True)  # left shift: generic
+    lay.conv("int8", 2, (4, 3), 3, 5, (3, 3), bias="wrap")  # int32 wraps: 64-bit SMLAL form
+    lay.conv("uint8", 1, (3, 3), 2, 2, (1, 1), scale="half", tiny=True)  # SMMULR, e = 0
+    lay.conv("int8", 1, (5, 3), 4, 3, (1, 3), per_channel=False, tiny=True, scale="quarter")
+
+
+def _dw_layers(lay: Layers) -> None:
+    """DEPTHWISE_CONV_2D: channel quads and tails, depth multipliers, many filter sizes."""
+    cases = [(1, 1, (3, 3)), (3, 1, (3, 3)), (4, 1, (3, 3)), (5, 1, (2, 2)), (8, 1, (5, 5)),
+             (12, 1, (3, 1)), (33, 1, (3, 3)), (2, 2, (3, 3)), (3, 3, (1, 1)), (7, 1, (7, 7)),
+             (16, 1, (1, 3)), (6, 1, (3, 3))]
+    for i, (cin, mult, k) in enumerate(cases):
+        dtype = ("int8", "uint8")[i % 2]
+        s = [(1, 1), (2, 2), (1, 1), (2, 1), (1, 1), (1, 2)][i % 6]
+        d = (2, 2) if i in (2, 6) else (1, 1)
+        hw = ((k[0] - 1) * d[0] + 2 + i % 3, (k[1] - 1) * d[1] + 3 + (i * 3) % 4)
+        lay.dwconv(dtype, 1 + (i % 3 == 1), hw, cin, mult, k, s, d,
+                   padding=("SAME", "VALID")[(i // 3) % 2])
+    lay.dwconv("int8", 1, (4, 5), 4, 1, (3, 3), bias="wrap")
+    lay.dwconv("uint8", 1, (3, 4), 5, 1, (3, 3), scale="ge1", tiny=True)
+    # per-channel exponents 1 and >= 2 mixed: single rounding takes the SMLAL form
+    lay.dwconv("int8", 1, (3, 3), 8, 1, (2, 2), scale="quarter", tiny=True)
+
+
+def _fc_layers(lay: Layers) -> None:
+    """FULLY_CONNECTED: odd depths, 1..33 units, odd row counts, per-tensor int8 too."""
+    for i, (rows, depth, units) in enumerate([(1, 1, 1), (1, 13, 7), (3, 5, 2), (2, 64, 33),
+                                               (5, 67, 4), (1, 3, 9), (4, 31, 6)]):
+        lay.fc(("uint8", "int8")[i % 2], (rows, depth), units)
+    lay.fc("int8", (2, 3, 10), 5, keep_num_dims=True)
+    lay.fc("int8", (3, 9), 3, per_channel=False)
+    lay.fc("uint8", (1, 6), 3, scale="ge1", tiny=True)
+    lay.fc("int8", (2, 17), 5, bias="wrap")
+
+
+def _requant_kinds(graph: Graph, rounding: str) -> set[str]:
+    project = generate(graph, load_target("cortex-m4"), rounding=rounding)
+    return {layer.kernel.params["kind"] for layer in project.layers
+            if layer.op.opcode in DSP_OPS}
+
+
+# --------------------------------------------------------------------------------------------
+# Zoo
+
+
+ZOO_DSP = [m for m in ZOO_MODELS
+           if any(op.opcode in DSP_OPS for op in load_tflite(ZOO / f"{m}.tflite").operators)]
+
+
+@pytest.mark.parametrize("target, rounding", [("cortex-m4", "double"), ("cortex-m7", "single")])
+def test_zoo_models_bit_exact(target: str, rounding: str) -> None:
+    """Every zoo model with a conv, depthwise or fully connected layer, MobileNets included."""
+    assert len(ZOO_DSP) >= 26
+    graphs = [load_tflite(ZOO / f"{n}.tflite") for n in ZOO_DSP]
+    merged, _ = merge_graphs(graphs, name="zoo_dsp")
+    inputs = [x for n in ZOO_DSP for x in _zoo_inputs(n)]
+    _check(verify(merged, load_target(target), inputs, rounding=rounding), merged)
+
+
+# --------------------------------------------------------------------------------------------
+# Randomised layers: tails, geometry and every requantization spelling
+
+
+def _random_graph(seed: int, builders: list[Callable[[Layers], None]], name: str
+                  ) -> tuple[Graph, list[np.ndarray]]:
+    lay = Layers(seed)
+    for build in builders:
+        build(lay)
+    return lay.graph(name), lay.data
+
+
+@pytest.mark.parametrize("rounding, target", [("double", "cortex-m4"), ("single", "cortex-m7")])
+def test_random_layers_bit_exact(rounding: str, target: str) -> None:
+    graph, data = _random_graph(7 if rounding == "double" else 8,
+                                [_conv_layers, _dw_layers, _fc_layers], f"rand_{rounding}")
+    kinds = _requant_kinds(graph, rounding)
+    assert {"mm", "fused", "generic"} <= kinds, kinds
+    _check(verify(graph, load_target(target), data, rounding=rounding), graph)
+
+
+def test_litert_fully_connected_float_requantization() -> None:
+    graph, data = _random_graph(9, [_fc_layers], "rand_litert")
+    assert _requant_kinds(graph, "litert") == {"float"}
+    _check(verify(graph, load_target("cortex-m4"), data, rounding="litert"), graph)
+
+
+# --------------------------------------------------------------------------------------------
+# Emulated Cortex-M: the real <arm_acle.h> intrinsics, alignment checks, instruction counts
+
+
+def _emulate() -> Any:
+    pytest.importorskip("ziglang")
+    return pytest.importorskip("qlane.codegen.emulate")
+
+
+@pytest.mark.parametrize("rounding, target", [("double", "cortex-m4"), ("single", "cortex-m7")])
+def test_random_layers_bit_exact_on_emulated_cortex_m(rounding: str, target: str) -> None:
+    emulate = _emulate()
+    graph, data = _random_graph(7 if rounding == "double" else 8,
+                                [_conv_layers, _dw_layers, _fc_layers], f"emu_{rounding}")
+    report = emulate.emulate_verify(graph, load_target(target), data, rounding=rounding,
+                                    count=False)
+    _check(report, graph)
+
+
+def test_instructions_per_mac_on_emulated_cortex_m4() -> None:
+    """Guards the inner loops (measured 1.31, 4.72, 1.22, 2.63 instructions per MAC)."""
+    emulate = _emulate()
+    lay = Layers(13)
+    lay.conv("int8", 1, (8, 8), 64, 64, (1, 1))  # pointwise: 4 channels x 2 pixels of SMLAD
+    lay.dwconv("uint8", 1, (10, 10), 32, 1, (3, 3))  # SXTAB16 + SMLABB / SMLATT
+    lay.fc("int8", (1, 256), 64)
+    lay.conv("uint8", 1, (9, 9), 3, 8, (3, 3), s=(2, 2))  # first-layer shape: im2col of 27
+    graph = lay.graph("perf")
+    report = emulate.emulate_verify(graph, load_target("cortex-m4"), lay.data)
+    _check(report, graph)
+    interp = Interpreter(graph)
+    limits = [1.55, 5.6, 1.45, 3.1]
+    for layer, limit, sim in zip(report.layers, limits, interp.kernels):
+        op = graph.operators[layer.index]
+        per_mac = report.counts[layer.index]["instructions"] / type(sim).macs(op, graph)
+        assert per_mac < limit, f"{layer.kernel}: {per_mac:.2f} instructions per MAC"
+
+
+# --------------------------------------------------------------------------------------------
+# Generation-time facts (no C build)
+
+
+def test_column_layout_is_the_sxtb16_order() -> None:
+    assert dsp.column_layout(4, 1).tolist() == [0, 2, 1, 3]
+    assert dsp.column_layout(7, 1).tolist() == [0, 2, 1, 3, 4, 5, 6, -1]
+    assert dsp.column_layout(2, 3).tolist() == [0, 1, 2, 3, 4, 5]
+    assert dsp.column_layout(3, 3).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, -1]
+    for seg in range(1, 20):
+        for nseg in (1, 2, 9):
+            lay = dsp.column_layout(seg, nseg)
+            assert lay.size % 2 == 0
+            assert sorted(lay[lay >= 0].tolist()) == list(range(seg * nseg))
+
+
+def test_channel_groups_cover_every_channel_once() -> None:
+    for n in range(1, 34):
+        groups = dsp.channel_groups(n, 4)
+        assert [c for c0, size in groups for c in range(c0, c0 + size)] == list(range(n))
+        assert all(size in (1, 2, 4) for _, size in groups)
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_requantization_spellings_equal_the_primitives(rounding: str) -> None:
+    """The SMMULR / SMMUL and one-floor SMLAL forms against sim.fixedpoint, in numpy."""
+    rng = np.random.default_rng(3)
+    real = np.exp(rng.uniform(np.log(1e-9), np.log(0.99), 400))
+    m, s = quantize_multiplier(real, rounding)
+    a = np.concatenate([rng.integers(-(2**30) + 1, 2**30, 3000),
+                        [-(2**30) + 1, 2**30 - 1, 0, -1, 1]])
+    for mi, si in zip(m, s):
+        want = mul_by_quantized_multiplier(a, mi, si, rounding)
+        mm = dsp.mm_requant(np.array([mi]), np.array([si]), rounding, 2**30 - 1)
+        if mm is not None:
+            mult, rnd, sh = (int(v[0]) for v in mm)
+            e = 0 if mi == 0 else -int(si)
+            if rounding == "double":
+                h = (2 * a * mult + 2**31) >> 32  # SMMULR(2a, M)
+                got = h if e == 0 else (h + rnd + (h >> 31)) >> sh
+            elif e == 1:
+                got = (a * mult + 2**31) >> 32  # SMMULR(a, M)
+            else:
+                got = (((a * mult) >> 32) + rnd) >> sh  # SMMUL
+            np.testing.assert_array_equal(got, want, err_msg=f"mm M={mi} shift={si}")
+        fused = dsp.fused_requant(np.array([mi]), np.array([si]), rounding)
+        if fused is not None:
+            mult, kpos, kneg, sh = (int(v[0]) for v in fused)
+            wide = np.concatenate([a, [-(2**31), 2**31 - 1]])
+            k = np.where(wide < 0, kneg, kpos)
+            got = (((wide * mult + k) >> 32) >> sh)
+            np.testing.assert_array_equal(
+                got, mul_by_quantized_multiplier(wide, mi, si, rounding),
+                err_msg=f"fused M={mi} shift={si}")
+
+
+def test_weights_are_packed_in_loop_order() -> None:
+    """GEMM words: per 4-channel group, per column pair, one word per channel, low half first."""
+    w = np.arange(1, 1 + 6 * 5).reshape(6, 5)  # K = 6, N = 5
+    layout = dsp.column_layout(6, 1)  # 0 2 1 3 4 5
+    words = dsp.pack_gemm_weights(w, layout, dsp.channel_groups(5, 4)).astype(np.int64)
+    lo, hi = ((words & 0xFFFF) ^ 0x8000) - 0x8000, words >> 16
+    assert lo[:4].tolist() == w[0, :4].tolist() and hi[:4].tolist() == w[2, :4].tolist()
+    assert lo[4:8].tolist() == w[1, :4].tolist() and hi[4:8].tolist() == w[3, :4].tolist()
+    assert lo[12:].tolist() == [w[0, 4], w[1, 4], w[4, 4]]
+    with pytest.raises(Unsupported):
+        dsp.pack_pairs(np.array([40000]), np.array([0]))
+
+
+def test_oversized_depthwise_filter_is_unsupported() -> None:
+    lay = Layers(11)
+    lay.dwconv("int8", 1, (9, 9), 4, 1, (9, 9))
+    graph = lay.graph("big_dw")
+    sim = Interpreter(graph).kernels[0]
+    ctx = Context(op=graph.operators[0], graph=graph, sim=sim, target=load_target("cortex-m4"),
+                  rounding="double", isa="dsp")
+    with pytest.raises(Unsupported, match="taps"):
+        dsp.depthwise_dsp(ctx)
+
+
+def test_kernel_symbols_name_variant_and_tile() -> None:
+    lay = Layers(12)
+    lay.conv("int8", 1, (6, 6), 8, 8, (1, 1))
+    lay.conv("uint8", 1, (7, 7), 3, 6, (3, 3), s=(2, 2), d=(1, 1))
+    lay.dwconv("int8", 1, (6, 6), 8, 1, (3, 3), d=(2, 2))
+    lay.fc("uint8", (1, 10), 3)
+    project = generate(lay.graph("names"), load_target("cortex-m4"), name="m")
+    specs = [parse_symbol(layer.symbol) for layer in project.layers]
+    assert [(s.op, s.variant, s.tile, s.isa) for s in specs] == [
+        ("conv2d", "k1x1s1", "2x4", "dsp"), ("conv2d", "k3x3s2", "2x4", "dsp"),
+        ("dwconv2d", "k3x3s1d2", "1x4", "dsp"), ("fc", "n3d10", "1x3", "dsp")]
