@@ -87,7 +87,38 @@ QLANE_HOST_LANES2(qlane_host_vrshl_s32, 2, int32x2_t, vld1_s32, vst1_s32,
                   qlane_host_shl(a[k], b[k], 1))
 QLANE_HOST_LANES2(qlane_host_vrshlq_s32, 4, int32x4_t, vld1q_s32, vst1q_s32,
                   qlane_host_shl(a[k], b[k], 1))
+/* MUL on 32-bit lanes wraps (SIMDe multiplies as signed int: UB on overflow). */
+#define QLANE_HOST_MUL32(name, lanes, vt, et, load, store)                                       \
+    static inline vt name(vt va, vt vb) {                                                        \
+        et a[lanes], b[lanes];                                                                   \
+        int k;                                                                                   \
+        store(a, va);                                                                            \
+        store(b, vb);                                                                            \
+        for (k = 0; k < lanes; ++k) {                                                            \
+            a[k] = (et)((uint32_t)a[k] * (uint32_t)b[k]);                                        \
+        }                                                                                        \
+        return load(a);                                                                          \
+    }
+QLANE_HOST_MUL32(qlane_host_vmulq_u32, 4, uint32x4_t, uint32_t, vld1q_u32, vst1q_u32)
+QLANE_HOST_MUL32(qlane_host_vmul_u32, 2, uint32x2_t, uint32_t, vld1_u32, vst1_u32)
+#undef QLANE_HOST_MUL32
+static inline int32x4_t qlane_host_vmulq_s32(int32x4_t va, int32x4_t vb) {
+    return vreinterpretq_s32_u32(qlane_host_vmulq_u32(vreinterpretq_u32_s32(va),
+                                                      vreinterpretq_u32_s32(vb)));
+}
+static inline int32x2_t qlane_host_vmul_s32(int32x2_t va, int32x2_t vb) {
+    return vreinterpret_s32_u32(qlane_host_vmul_u32(vreinterpret_u32_s32(va),
+                                                    vreinterpret_u32_s32(vb)));
+}
 #undef QLANE_HOST_LANES2
+#undef vmulq_u32
+#define vmulq_u32(a, b) qlane_host_vmulq_u32((a), (b))
+#undef vmul_u32
+#define vmul_u32(a, b) qlane_host_vmul_u32((a), (b))
+#undef vmulq_s32
+#define vmulq_s32(a, b) qlane_host_vmulq_s32((a), (b))
+#undef vmul_s32
+#define vmul_s32(a, b) qlane_host_vmul_s32((a), (b))
 #undef vqdmulh_s32
 #define vqdmulh_s32(a, b) qlane_host_vqdmulh_s32((a), (b))
 #undef vqdmulhq_s32

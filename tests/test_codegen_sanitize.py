@@ -98,9 +98,12 @@ def _inputs(name: str) -> list[np.ndarray]:
 @pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
 @pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72"])
 def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path) -> None:
-    graphs = [load_tflite(ZOO / f"{n}.tflite") for n in ZOO_MODELS]
+    # every layer file of the NEON build parses SIMDe under the sanitizers (seconds each): there,
+    # MobileNet's layers (the same kernel families as the single-op models) are left out
+    names = [n for n in ZOO_MODELS if target != "cortex-a72" or "mobilenet" not in n]
+    graphs = [load_tflite(ZOO / f"{n}.tflite") for n in names]
     graph, _ = merge_graphs(graphs, name="zoo")
-    inputs = [x for n in ZOO_MODELS for x in _inputs(n)]
+    inputs = [x for n in names for x in _inputs(n)]
     project = generate(graph, load_target(target), name="zoo")
     src = tmp_path / "src"
     write_project(project, src)
@@ -111,7 +114,7 @@ def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path)
     exe = tmp_path / "harness"
     sources = [str(src / s) for s in project.manifest["sources"]] + [str(src / "harness.c")]
     build = subprocess.run(
-        [CC, "-std=c99", "-O1", "-g", "-fsanitize=address,undefined",
+        [CC, "-std=c99", "-O1", "-g1", "-fsanitize=address,undefined",
          "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", *includes, *sources, "-o",
          str(exe)], capture_output=True, text=True, timeout=900)
     if build.returncode != 0 and "cannot find" in build.stderr and "asan" in build.stderr:
