@@ -410,3 +410,85 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
             _print_verify(report, label, counts)
     if not ok:
         sys.exit(1)
+
+
+# --- estimate ------------------------------------------------------------------------------
+
+def _fit_text(used: int, cap: int, ok: bool, what: str) -> str:
+    if not cap:
+        return f"{used:,} bytes ({what}: no limit on this target)"
+    if ok:
+        return f"{used:,} of {cap:,} bytes {what} ({100 * used / cap:.0f}%): fits"
+    return f"{used:,} of {cap:,} bytes {what}: does not fit, {used - cap:,} bytes over"
+
+
+def _print_estimate(est) -> None:
+    t = est.to_json()["total"]
+    click.echo(f"estimate {est.model} on {est.target} ({est.mode}), "
+               f"{est.clock_hz / 1e6:g} MHz, peak {est.peak_macs_per_cycle:g} MACs/cycle")
+    head = (f"{'#':>3}  {'op':<18} {'isa':<4} {'input -> output':<28} {'MACs':>11} "
+            f"{'instr':>11} {'cycles':>12} {'cyc/MAC':>8} {'time us':>10} {'weights':>9} "
+            f"{'act bytes':>10}")
+    click.echo(head)
+    click.echo("-" * len(head))
+    for la in est.layers:
+        shapes = (" ".join("x".join(map(str, s)) for s in la.input_shapes) + " -> "
+                  + " ".join("x".join(map(str, s)) for s in la.output_shapes))
+        cpm = f"{la.cycles / la.macs:8.3f}" if la.macs else f"{'-':>8}"
+        click.echo(f"{la.index:>3}  {la.op:<18} {la.isa:<4} {shapes:<28} {la.macs:>11,} "
+                   f"{la.instructions:>11,} {la.cycles:>12,.0f} {cpm} "
+                   f"{la.cycles / est.clock_hz * 1e6:>10,.1f} {la.weight_bytes:>9,} "
+                   f"{la.activation_bytes:>10,}")
+    click.echo("-" * len(head))
+    cpm = f"{t['cycles_per_mac']:.3f} cycles/MAC" if t["cycles_per_mac"] else "no MACs"
+    click.echo(f"total: {t['macs']:,} MACs, {t['instructions']:,} instructions, "
+               f"{t['cycles']:,.0f} cycles ({cpm}), {t['seconds'] * 1e3:.3f} ms")
+    click.echo(f"arena: {_fit_text(est.arena_bytes, est.sram_capacity, est.arena_fits, 'SRAM')}")
+    click.echo(f"flash: {_fit_text(est.flash_bytes, est.flash_capacity, est.flash_fits, 'flash')}"
+               f" ({est.flash_note})")
+    for note in est.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "target_name", required=True, help="Chip, see `qlane targets`.")
+@click.option("--mode", type=click.Choice(["static", "emulated"]), default="emulated",
+              show_default=True, help="emulated: cross-compile and count every layer in the "
+              "emulator, then cost its basic blocks; static: from shapes only, no compiler.")
+@click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable estimate.")
+@click.option("--report", "report_dir", type=click.Path(), default=None,
+              help="Directory for a per-layer plot (PNG) and an HTML table.")
+def estimate(model: str, target_name: str, mode: str, rounding: str, as_json: bool,
+             report_dir: str | None) -> None:
+    """Cycles, time and memory per layer of MODEL on a target chip."""
+    from qlane.codegen.cross import CrossError
+    from qlane.codegen.emit import GenerateError
+    from qlane.codegen.estimate import EstimateError
+    from qlane.codegen.estimate import estimate as run_estimate
+
+    graph = _load(model)
+    target = _target(target_name)
+    if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise UserError(f"--report {report_dir}: exists and is not a directory")
+    try:
+        est = run_estimate(graph, target, mode=mode, rounding=rounding)
+    except (EstimateError, GenerateError, ModelError, CrossError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+    except RuntimeError as e:  # EmulationError and unicorn faults
+        raise UserError(f"emulation failed: {str(e).splitlines()[0]}") from None
+    written = []
+    if report_dir is not None:
+        from qlane.codegen.report import ReportError, write_report
+
+        try:
+            written = list(write_report(est, report_dir))
+        except ReportError as e:
+            raise UserError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(est.to_json(), indent=1))
+    else:
+        _print_estimate(est)
+        for p in written:
+            click.echo(f"wrote {p}")
