@@ -25,7 +25,8 @@ demo: $(STAMP)
 	$(BIN)/qlane inspect $(MODEL)
 	$(BIN)/qlane simulate $(MODEL) --inputs $(INPUTS) --output $(OUT)/outputs.npz --tensors $(OUT)/tensors.npz
 	$(BIN)/qlane generate $(MODEL) --target cortex-m7 -o $(OUT)/cortex-m7 --name mobilenet
-	$(BIN)/qlane verify $(MODEL) --target cortex-m7 --inputs $(INPUTS) --samples 1
+	$(BIN)/qlane verify $(MODEL) --target cortex-m7 --inputs $(INPUTS) --samples 1 --isa
+	$(BIN)/qlane estimate $(MODEL) --target cortex-m7
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
