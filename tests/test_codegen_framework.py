@@ -79,6 +79,15 @@ def test_generation_is_deterministic() -> None:
     assert all("do not edit" in text for f, text in a.files.items() if f.endswith((".c", ".h")))
 
 
+@pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72"])
+def test_mobilenet_generation_is_byte_identical(target: str) -> None:
+    path = ZOO / "u8_mobilenet_v1_0.25_128.tflite"
+    a = generate(load_tflite(path), load_target(target), name="mnet")
+    b = generate(load_tflite(path), load_target(target), name="mnet")
+    assert content_hash(a) == content_hash(b)
+    assert len(a.files) > 35 and a.manifest["arena_bytes"] < a.manifest["arena_naive_bytes"]
+
+
 def test_existing_directory_is_not_clobbered(tmp_path: Path) -> None:
     graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
     project = generate(graph, load_target("generic"), name="m")
