@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import GraphBuilder, merge_graphs, spec
 from qlane.codegen.emit import generate, write_project
 from qlane.codegen.kernels.shape import merge_pads, merge_reduce
@@ -108,17 +108,12 @@ ZOO_SELECTION = [m for m in ZOO_MODELS
                  if any(k in m for k in ("concat", "reshape", "softmax", "add"))]
 
 
-def _zoo_inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    keys = sorted((k for k in d.files if k.startswith("in")), key=lambda k: int(k[2:]))
-    return [d[k] for k in keys]
-
 
 def test_zoo_concat_reshape_softmax_add_bit_exact() -> None:
     assert len(ZOO_SELECTION) == 18
     graphs = [load_tflite(ZOO / f"{n}.tflite") for n in ZOO_SELECTION]
     merged, _ = merge_graphs(graphs, name="zoo_misc")
-    inputs = [x for n in ZOO_SELECTION for x in _zoo_inputs(n)]
+    inputs = [x for n in ZOO_SELECTION for x in zoo_inputs(n)]
     report = verify(merged, GENERIC, inputs)
     _check(report, [op.opcode for op in merged.operators])
     outs = iter(report.outputs)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import GraphBuilder, merge_graphs, random_bias, random_scale, spec
 from qlane.codegen.emit import generate
 from qlane.codegen.kernels import dsp
@@ -35,11 +35,6 @@ SAMPLES = 2
 # --------------------------------------------------------------------------------------------
 # Helpers
 
-
-def _zoo_inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    return [d[k] for k in sorted((k for k in d.files if k.startswith("in")),
-                                 key=lambda k: int(k[2:]))]
 
 
 def _check(report: Report, graph: Graph) -> None:
@@ -247,7 +242,7 @@ def test_zoo_models_bit_exact(target: str, rounding: str) -> None:
     assert len(ZOO_DSP) >= 26
     graphs = [load_tflite(ZOO / f"{n}.tflite") for n in ZOO_DSP]
     merged, _ = merge_graphs(graphs, name="zoo_dsp")
-    inputs = [x for n in ZOO_DSP for x in _zoo_inputs(n)]
+    inputs = [x for n in ZOO_DSP for x in zoo_inputs(n)]
     _check(verify(merged, load_target(target), inputs, rounding=rounding), merged)
 
 

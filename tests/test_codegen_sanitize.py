@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import merge_graphs
 from qlane.codegen.cprims import simde_include_dir
 from qlane.codegen.emit import Project, generate, write_project
@@ -89,11 +89,6 @@ def _harness(project: Project, graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    return [d[k] for k in sorted((k for k in d.files if k.startswith("in")),
-                                 key=lambda k: int(k[2:]))]
-
 
 @pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
 @pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72"])
@@ -103,7 +98,7 @@ def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path)
     names = [n for n in ZOO_MODELS if target != "cortex-a72" or "mobilenet" not in n]
     graphs = [load_tflite(ZOO / f"{n}.tflite") for n in names]
     graph, _ = merge_graphs(graphs, name="zoo")
-    inputs = [x for n in names for x in _inputs(n)]
+    inputs = [x for n in names for x in zoo_inputs(n)]
     project = generate(graph, load_target(target), name="zoo")
     src = tmp_path / "src"
     write_project(project, src)

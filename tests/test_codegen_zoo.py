@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, zoo_inputs, zoo_reference
 from peers import merge_graphs
 from qlane.codegen.emulate import emulate_verify
 from qlane.codegen.targets import load_target
@@ -24,21 +24,12 @@ SMALL = [m for m in ZOO_MODELS if "mobilenet" not in m]
 MOBILENETS = [m for m in ZOO_MODELS if "mobilenet" in m]
 
 
-def _inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    return [d[k] for k in sorted((k for k in d.files if k.startswith("in")),
-                                 key=lambda k: int(k[2:]))]
-
-
-def _reference(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.tfl214.npz")
-    return [d[f"out{k}"] for k in range(len(d.files))]
 
 
 def _check(names: list[str], target: str, tier=verify) -> None:
     graphs = [load_tflite(ZOO / f"{n}.tflite") for n in names]
     merged, first = merge_graphs(graphs, name="zoo")
-    inputs = [x for n in names for x in _inputs(n)]
+    inputs = [x for n in names for x in zoo_inputs(n)]
     report = tier(merged, load_target(target), inputs)
     owner = {}
     for n, start, g in zip(names, first, graphs):
@@ -51,7 +42,7 @@ def _check(names: list[str], target: str, tier=verify) -> None:
     assert report.model_bit_exact, report.model_first
     outs = iter(report.outputs)
     for n in names:
-        for want in _reference(n):
+        for want in zoo_reference(n):
             got = next(outs)
             assert np.array_equal(got, want), f"{n}: C output differs from tfl214 reference"
 

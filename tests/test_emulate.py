@@ -24,7 +24,7 @@ pytest.importorskip("ziglang")
 
 from unicorn import UC_HOOK_CODE  # noqa: E402
 
-from conftest import ZOO, ZOO_MODELS  # noqa: E402
+from conftest import ZOO, ZOO_MODELS, zoo_inputs, zoo_reference  # noqa: E402
 from peers import merge_graphs  # noqa: E402
 from qlane.codegen.cross import CrossError, build_elf  # noqa: E402
 from qlane.codegen.emit import GenerateError, generate  # noqa: E402
@@ -90,20 +90,11 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cross")
 
 
-def _inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    return [d[k] for k in sorted((k for k in d.files if k.startswith("in")),
-                                 key=lambda k: int(k[2:]))]
-
-
-def _reference(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.tfl214.npz")
-    return [d[f"out{k}"] for k in range(len(d.files))]
 
 
 def _merged(names: list[str]) -> tuple[Graph, list[np.ndarray]]:
     graph, _ = merge_graphs([load_tflite(ZOO / f"{n}.tflite") for n in names], name="emu")
-    return graph, [x for n in names for x in _inputs(n)]
+    return graph, [x for n in names for x in zoo_inputs(n)]
 
 
 def _check_counts(c: dict) -> None:
@@ -126,7 +117,7 @@ def test_core_models_bit_exact_with_counts(target: str, build_root: Path) -> Non
     assert report.model_bit_exact, report.model_first
     outs = iter(report.outputs)
     for name in CORE:
-        for want in _reference(name):
+        for want in zoo_reference(name):
             assert np.array_equal(next(outs), want), f"{name}: emulated output != tfl214"
     assert report.sizes["text"] > 0
     assert set(report.counts) == {r.index for r in report.layers}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tflite
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import (
     GraphBuilder,
     assert_graphs_equal,
@@ -17,11 +17,6 @@ from peers import (
 )
 from qlane.sim import Graph, QuantParams, load_tflite
 from qlane.sim.writer import OPCODES, write_tflite
-
-
-def _inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    return [d[k] for k in sorted(d) if k.startswith("in")]
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
@@ -36,7 +31,7 @@ def test_zoo_model_round_trips(name: str) -> None:
 def test_litert_runs_rewritten_mobilenet_identically(name: str) -> None:
     original = (ZOO / f"{name}.tflite").read_bytes()
     rewritten = write_tflite(load_tflite(original))
-    x = _inputs(name)
+    x = zoo_inputs(name)
     want = run_litert(original, x)
     got = run_litert(rewritten, x)
     assert len(got) == 1 and got[0].shape == (x[0].shape[0], 1, 1001)
@@ -47,7 +42,7 @@ def test_litert_runs_rewritten_mobilenet_identically(name: str) -> None:
 def test_tflm_runs_rewritten_int8_models() -> None:
     for name in ("i8_fc_3x13_to5", "i8_conv_9x7x5_k3x2_valid_dil2", "i8_concat_7x9x3_7x9x5_axis3"):
         rewritten = write_tflite(load_tflite(ZOO / f"{name}.tflite"))
-        got = run_tflm(rewritten, _inputs(name))
+        got = run_tflm(rewritten, zoo_inputs(name))
         np.testing.assert_array_equal(got[0], np.load(ZOO / f"{name}.npz")["out0_tflm"])
 
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from qlane.sim import Interpreter, load_tflite
-
-
-def _inputs(name: str) -> list[np.ndarray]:
-    d = np.load(ZOO / f"{name}.npz")
-    return [d[f"in{i}"] for i in range(len([k for k in d if k.startswith("in")]))]
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_zoo_outputs_match_classic_reference(name: str) -> None:
     graph = load_tflite(ZOO / f"{name}.tflite")
     ref = np.load(ZOO / f"{name}.tfl214.npz")
-    result = Interpreter(graph).run(_inputs(name))
+    result = Interpreter(graph).run(zoo_inputs(name))
     for k, got in enumerate(result.outputs):
         want = ref[f"out{k}"]
         assert got.dtype == want.dtype and got.shape == want.shape
@@ -33,7 +28,7 @@ def test_zoo_outputs_match_classic_reference(name: str) -> None:
 def test_mobilenet_every_intermediate_tensor(name: str) -> None:
     graph = load_tflite(ZOO / f"{name}.tflite")
     tensors = np.load(ZOO / f"{name}.tensors.npz")
-    result = Interpreter(graph).run(_inputs(name), keep=True)
+    result = Interpreter(graph).run(zoo_inputs(name), keep=True)
     checked = 0
     for key in tensors:
         index = int(key[1:])
@@ -50,5 +45,5 @@ def test_litert_rounding_reproduces_litert_fully_connected(name: str) -> None:
     """``--rounding litert`` reproduces LiteRT 2.3's float-requantized reference FC."""
     graph = load_tflite(ZOO / f"{name}.tflite")
     d = np.load(ZOO / f"{name}.npz")
-    got = Interpreter(graph, rounding="litert").run(_inputs(name)).outputs[0]
+    got = Interpreter(graph, rounding="litert").run(zoo_inputs(name)).outputs[0]
     np.testing.assert_array_equal(got, d["out0"])
