@@ -137,6 +137,9 @@ class Layer:
 
 def lower_layer(ctx: Context, prefix: str) -> Layer:
     """Lower one operator: the target's ISAs are tried in order, portable C last."""
+    if not ctx.activations:
+        raise NotImplementedError(f"{ctx.op.describe()}: every input is a constant; fold the "
+                                  "layer when converting the model")
     notes = []
     for isa in (*[i for i in ctx.target.isa if i != "c"], "c"):
         fn = LOWERINGS.get((ctx.op.opcode, isa))

@@ -107,3 +107,17 @@ def test_existing_directory_is_not_clobbered(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(GenerateError, match="not a directory"):
         write_project(project, tmp_path / "file")
+
+
+def test_layer_with_only_constant_inputs_is_refused_clearly() -> None:
+    from peers import single_op_graph, spec
+    from qlane.sim import QuantParams
+
+    q = QuantParams(np.float32(0.1), 0)
+    graph = single_op_graph("ADD", [spec([4], np.int8, q, np.arange(4)),
+                                    spec([4], np.int8, q, np.arange(4))],
+                            [spec([4], np.int8, QuantParams(np.float32(0.2), 0))],
+                            {"activation": "NONE"})
+    graph.inputs = []
+    with pytest.raises(GenerateError, match="every input is a constant"):
+        generate(graph, load_target("generic"))

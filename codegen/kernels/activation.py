@@ -24,12 +24,6 @@ REQUANT_SHIFT = {"single": (-31, 30), "double": (-31, 31), "litert": (-31, 31)}
 """Shifts the C requantization primitives accept, per rounding mode."""
 
 
-def data_input(ctx: Context) -> None:
-    """Refuse a layer whose (single) data input is a constant: it has no ``in[]`` to read."""
-    if not ctx.activations:
-        raise Unsupported("the data input is a constant (fold the layer at conversion)")
-
-
 def sim_table(ctx: Context) -> np.ndarray:
     """The simulator's output for each of the 256 values of the 8-bit input, in value order."""
     x = ctx.inputs[0]
@@ -70,7 +64,6 @@ def lookup_c(ctx: Context) -> Kernel:
     """The reference kernel's float32-built table, exactly as the simulator holds it."""
     sim = ctx.sim
     assert isinstance(sim, _LookupTable)
-    data_input(ctx)
     op = {"LOGISTIC": "logistic", "TANH": "tanh"}[ctx.op.opcode]
     return lut_kernel(ctx, op, sim.table, f"{ctx.op.opcode} table (LUTPopulate, float32)")
 
@@ -80,7 +73,6 @@ def relu_c(ctx: Context) -> Kernel:
     """Requantize input -> output and clamp to the activation range."""
     sim = ctx.sim
     assert isinstance(sim, _ReluX)
-    data_input(ctx)
     op = {"RELU": "relu", "RELU6": "relu6", "RELU_N1_TO_1": "relun1to1"}[ctx.op.opcode]
     return requant_kernel(ctx, op, sim.in_zp, sim.out_zp, (sim.multiplier, sim.shift),
                           sim.act_min, sim.act_max)
@@ -103,7 +95,6 @@ def hardswish_c(ctx: Context) -> Kernel:
     """``reference_ops::HardSwish``: int16 reluish and output multipliers."""
     sim = ctx.sim
     assert isinstance(sim, HardSwish)
-    data_input(ctx)
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
     re = sim.reluish_exponent

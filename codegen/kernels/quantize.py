@@ -13,7 +13,7 @@ from qlane.sim.fixedpoint import dtype_range
 from qlane.sim.ops.quantize import Dequantize, Quantize
 
 from ..lowering import Const, Context, Kernel, Unsupported, lowering
-from .activation import data_input, requant_kernel
+from .activation import requant_kernel
 from .common import ctype
 
 EXACT_INT_IN_FLOAT = 1 << 24
@@ -33,7 +33,6 @@ def quantize_c(ctx: Context) -> Kernel:
     """float32: ``clamp(round_half_away(x / scale) + zp)``; 8 bit: requantization."""
     sim = ctx.sim
     assert isinstance(sim, Quantize)
-    data_input(ctx)
     out = ctx.outputs[0]
     lo, hi = dtype_range(sim.dtype)
     if sim.requantize:
@@ -50,7 +49,6 @@ def dequantize_c(ctx: Context) -> Kernel:
     """``scale * (float)(q - zp)`` in float32, per tensor or per axis."""
     sim = ctx.sim
     assert isinstance(sim, Dequantize)
-    data_input(ctx)
     x = ctx.inputs[0]
     assert x is not None and x.quant is not None
     lo, hi = dtype_range(x.dtype)

@@ -33,17 +33,11 @@ def _prod(xs) -> int:
     return int(np.prod(list(xs), dtype=np.int64))
 
 
-def _need_activation(ctx: Context) -> None:
-    if not ctx.activations:
-        raise Unsupported("every input is a constant (fold the layer at conversion)")
-
-
 @lowering("CONCATENATION", isa="c")
 def concat_c(ctx: Context) -> Kernel:
     """Chunks of each input along ``axis``, per outer index; rescaled inputs via a table."""
     sim = ctx.sim
     assert isinstance(sim, Concatenation)
-    _need_activation(ctx)
     out = ctx.outputs[0]
     axis = sim.axis
     outer = _prod(out.shape[:axis])
@@ -93,7 +87,6 @@ def pad_c(ctx: Context) -> Kernel:
     """Each output byte written once: whole padded blocks by memset, rows by memcpy."""
     sim = ctx.sim
     assert isinstance(sim, Pad)
-    _need_activation(ctx)
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
     dims = merge_pads(tuple(x.shape), sim.pads[1:])
@@ -129,7 +122,6 @@ def mean_c(ctx: Context) -> Kernel:
     """int32 sums over the reduced axes, minus ``count * z_in``, requantized, clamped."""
     sim = ctx.sim
     assert isinstance(sim, Mean)
-    _need_activation(ctx)
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
     if sim.count > (2**31 - 1) // 512:
