@@ -152,6 +152,17 @@ class Concatenation(Kernel):
         return [np.concatenate(parts, axis=self.axis + 1).astype(self.dtype)]
 
 
+def _same_dtype_data_and_output(k: Kernel) -> tuple[Tensor, Tensor]:
+    """The data input and the output of ``k``, both uint8 or both int8; sets ``k.dtype``."""
+    x, out = k.inputs[0], k.outputs[0]
+    k.need(x is not None, "the data input is required")
+    k.dtype = np.dtype(out.dtype)
+    k.need(k.dtype.name in k.dtypes, f"output {out.describe()}: dtype must be uint8 or int8")
+    k.need(np.dtype(x.dtype) == k.dtype,
+           f"input {x.describe()} and output {out.describe()} differ in dtype")
+    return x, out
+
+
 @register("PAD", "PADV2")
 class Pad(Kernel):
     """Pad with the output zero point (PAD) or the constant value input (PADV2).
@@ -163,13 +174,7 @@ class Pad(Kernel):
         super().__init__(op, graph, rounding)
         self.need(len(self.inputs) in (2, 3) and len(self.outputs) == 1,
                   "expects 2 or 3 inputs and 1 output")
-        x, out = self.inputs[0], self.outputs[0]
-        self.need(x is not None, "the data input is required")
-        self.dtype = np.dtype(out.dtype)
-        self.need(self.dtype.name in self.dtypes,
-                  f"output {out.describe()}: dtype must be uint8 or int8")
-        self.need(np.dtype(x.dtype) == self.dtype,
-                  f"input {x.describe()} and output {out.describe()} differ in dtype")
+        x, out = _same_dtype_data_and_output(self)
         self.need(_is_per_tensor(out), f"output {out.describe()} needs per-tensor quantization")
         rank = len(x.shape)
         self.need(rank <= PAD_MAX_RANK, f"rank {rank} exceeds TFLite's PAD limit {PAD_MAX_RANK}")
@@ -216,13 +221,7 @@ class Mean(Kernel):
         super().__init__(op, graph, rounding)
         self.need(len(self.inputs) == 2 and len(self.outputs) == 1,
                   "expects 2 inputs (data, axes) and 1 output")
-        x, out = self.inputs[0], self.outputs[0]
-        self.need(x is not None, "the data input is required")
-        self.dtype = np.dtype(out.dtype)
-        self.need(self.dtype.name in self.dtypes,
-                  f"output {out.describe()}: dtype must be uint8 or int8")
-        self.need(np.dtype(x.dtype) == self.dtype,
-                  f"input {x.describe()} and output {out.describe()} differ in dtype")
+        x, out = _same_dtype_data_and_output(self)
         for t in (x, out):
             self.need(_is_per_tensor(t), f"{t.describe()} needs per-tensor quantization")
         axes_t = self.inputs[1]
