@@ -113,6 +113,13 @@ const int right = shift > 0 ? 0 : -shift;
 return qlane_rdbpot(qlane_srdhm(qlane_wrap_s32((uint32_t)x << left), m), right);
 """
 
+_REQUANT_DOUBLE_UP_C = """
+const int left = shift > 0 ? shift : 0;
+const int right = shift > 0 ? 0 : -shift;
+const int32_t high = qlane_srdhm(qlane_wrap_s32((uint32_t)x << left), m);
+return right ? (int32_t)(((int64_t)high + ((int64_t)1 << (right - 1))) >> right) : high;
+"""
+
 _REQUANT_SINGLE_C = """
 const int total = 31 - shift;
 const int64_t r = ((int64_t)x * (int64_t)m + ((int64_t)1 << (total - 1))) >> total;
@@ -150,6 +157,10 @@ C_FUNCTIONS: tuple[CFunction, ...] = (
         "qlane_requant_double", "mul_by_quantized_multiplier_double", _S32, _REQ,
         _REQUANT_DOUBLE_C, detail="-31 <= shift <= 31",
         notes={"dsp": "CMSIS-NN arm_nn_requantize (SMLAL-based qlane_srdhm, guarded)"},
+    ),
+    CFunction(
+        "qlane_requant_double_up", "mul_by_quantized_multiplier_double_ties_up", _S32, _REQ,
+        _REQUANT_DOUBLE_UP_C, detail="-31 <= shift <= 31; for outputs clamped at >= 0",
     ),
     CFunction(
         "qlane_requant_single", "mul_by_quantized_multiplier_single", _S32, _REQ,
@@ -201,6 +212,15 @@ return vrshlq_s32(vqaddq_s32(x, fixup), neg_exponent);
         detail="per lane; left_shift = max(shift, 0), right_shift = min(shift, 0) <= 0 as "
         "TFLite's optimized kernels pass it to VRSHL",
         notes={"neon": "VSHL (wraps), VQRDMULH, fix-up, VRSHL, exactly sim.simd.requantize_neon"},
+    ),
+    CFunction(
+        "qlane_requant_double_up_s32x4", "mul_by_quantized_multiplier_double_ties_up", _V32,
+        ((_V32, "x"), (_V32, "m"), (_V32, "left_shift"), (_V32, "right_shift")),
+        "return vrshlq_s32(qlane_srdhm_s32x4(vshlq_s32(x, left_shift), m), right_shift);",
+        isas=("neon",), vector=True,
+        detail="per lane; shifts as qlane_requant_double_s32x4; for outputs clamped at >= 0",
+        notes={"neon": "constant shifts fold: a zero left shift disappears, and VRSHL by a "
+               "constant then VQMOVN becomes VQRSHRN"},
     ),
     CFunction(
         "qlane_requant_single_s32x4", "mul_by_quantized_multiplier_single", _V32,

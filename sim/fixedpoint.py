@@ -117,6 +117,26 @@ def mul_by_quantized_multiplier_double(x, multiplier, shift) -> np.ndarray:
 
 
 @_primitive(
+    meaning="x * m / 2^31 * 2^shift rounded twice as mul_by_quantized_multiplier_double, except "
+    "that negative ties of the second rounding go toward +infinity; the two agree after any "
+    "clamp whose lower bound is >= 0 (such a tie rounds to a value <= 0 either way)",
+    saturation="as mul_by_quantized_multiplier_double",
+    instruction="NEON: VSHL + VQRDMULH + VRSHL, no fix-up (TFLite optimized_ops "
+    "MultiplyByQuantizedMultiplier4Rows)",
+)
+def mul_by_quantized_multiplier_double_ties_up(x, multiplier, shift) -> np.ndarray:
+    """Double-rounding requantization for outputs clamped at >= 0 (ReLU-like activations)."""
+    x, multiplier, shift = _i64(x), _i64(multiplier), _i64(shift)
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    if np.any(right > 31):
+        raise ValueError("shift must be >= -31")
+    high = saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier)
+    half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    return (high + half) >> right
+
+
+@_primitive(
     meaning="round(x * m / 2^(31 - shift)), ties toward +infinity, one 64-bit product",
     saturation="results outside int32 saturate (TFLite leaves them undefined)",
     instruction="SMULL + add + ASR (64-bit); TFLite MultiplyByQuantizedMultiplier with "

@@ -18,6 +18,7 @@ import numpy as np
 import tflite
 
 from qlane.sim.graph import Graph, Operator, Tensor
+from qlane.sim.interpreter import Interpreter
 from qlane.sim.quant import QuantParams
 from qlane.sim.writer import write_tflite
 
@@ -219,3 +220,50 @@ def merge_graphs(graphs: Sequence[Graph], name: str = "merged") -> tuple[Graph, 
         inputs += [i + base for i in g.inputs]
         outputs += [i + base for i in g.outputs]
     return Graph(tensors, ops, inputs, outputs, name=name), first_op
+
+
+def tie_graph() -> tuple[Graph, list[np.ndarray]]:
+    """FULLY_CONNECTED and DEPTHWISE_CONV_2D layers whose requantization multiplier is exactly
+    1/4, so that half of the odd negative high products are ties; each with RELU (lower clamp at
+    the zero point: the kernels drop the tie fix-up) and without (they must keep it)."""
+    rng = np.random.default_rng(11)
+    g = GraphBuilder()
+    ins: list[int] = []
+    outs: list[int] = []
+    for dt, zi, zw, zo in ((np.uint8, 130, 120, 100), (np.int8, -3, 0, -20)):
+        qi = QuantParams(np.float32(0.5), zi)
+        qo = QuantParams(np.float32(1.0), zo)
+        for act in ("RELU", "NONE"):
+            for op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+                xshape = (4, 16) if op == "FULLY_CONNECTED" else (2, 5, 16)
+                wshape = (16, 16) if op == "FULLY_CONNECTED" else (1, 3, 3, 16)
+                if dt == np.uint8:
+                    qw = QuantParams(np.float32(0.5), zw)
+                    qb = QuantParams(np.float32(0.25), 0)
+                else:
+                    n = 16
+                    axis = 0 if op == "FULLY_CONNECTED" else 3
+                    qw = QuantParams(np.full(n, 0.5, np.float32), np.zeros(n, np.int64), axis)
+                    qb = QuantParams(np.full(n, 0.25, np.float32), np.zeros(n, np.int64), 0)
+                w = (zw + rng.integers(-3, 4, wshape)).astype(dt)
+                fc = op == "FULLY_CONNECTED"
+                x = g.add(spec(xshape if fc else (1, *xshape), dt, qi))
+                wi = g.add(spec(wshape, dt, qw, w))
+                bi = g.add(spec((16,), np.int32, qb, rng.integers(-9, 10, 16)))
+                y = g.add(spec((*xshape[:-1], 16) if fc else (1, *xshape[:-1], 16), dt, qo))
+                if op == "FULLY_CONNECTED":
+                    g.op(op, [x, wi, bi], [y], activation=act)
+                else:
+                    g.op(op, [x, wi, bi], [y], padding="SAME", stride_h=1, stride_w=1,
+                         dilation_h=1, dilation_w=1, depth_multiplier=1, activation=act)
+                ins.append(x)
+                outs.append(y)
+    graph = g.build(ins, outs, "ties")
+    xs = [(graph.tensors[i].quant.zp + rng.integers(-3, 4, (3, *graph.tensors[i].shape)))
+          .astype(graph.tensors[i].dtype) for i in ins]
+    outs = Interpreter(graph, "double").run(xs).outputs
+    below = sum(int(np.count_nonzero(y < graph.tensors[t].quant.zp))
+                for y, t, op in zip(outs, graph.outputs, graph.operators)
+                if op.options["activation"] == "NONE")
+    assert below > 100  # without a clamp, negative results (and their ties) reach the output
+    return graph, xs

@@ -29,6 +29,7 @@ from peers import (
     random_input,
     random_weights,
     spec,
+    tie_graph,
 )
 from qlane.codegen.emit import Project, generate, write_project
 from qlane.codegen.kernels.neon import (
@@ -247,7 +248,7 @@ def _out(padding: str, size: int, k: int, s: int, d: int) -> int:
 
 
 def mixed_graph(seed: int, flip: bool) -> tuple[Graph, list[np.ndarray]]:
-    """Eighteen independent layers of every NEON kernel, aimed at the tiles and the tails.
+    """Twenty-two independent layers of every NEON kernel, aimed at the tiles and the tails.
 
     Shapes are fixed where they pick a code path and random (1..33 channels) elsewhere;
     ``flip`` swaps uint8 and int8 so that two graphs cover both dtypes of every slot.
@@ -289,6 +290,13 @@ def mixed_graph(seed: int, flip: bool) -> tuple[Graph, list[np.ndarray]]:
     # ADD / SUB, eight lanes and a tail
     m.add(u8, (2, 3, 5, ch()), "ADD")
     m.add(i8, (1, int(r.integers(1, 40))), "SUB")
+    # DEPTHWISE_CONV_2D row ring (channels a multiple of 8): batch 2 with a remainder pass,
+    # dilation with clipped top and bottom rows, 5x3 windows with stride 1x2, one output pixel
+    m.dw(i8, 2, (6, 11), 48, (3, 3), (1, 1), (1, 1), "SAME")
+    m.dw(u8, 1, (7, 7), 8, (3, 3), (1, 1), (2, 2), "SAME")
+    m.dw(i8, 1, (9, 8), 16 * int(r.integers(1, 3)) + (8 if flip else 0), (5, 3), (1, 2), (2, 1),
+         "VALID" if flip else "SAME")
+    m.dw(u8, 1, (1, 2), 16, (3, 3), (2, 2), (1, 1), "SAME")
     return m.build(f"mixed{seed}")
 
 
@@ -399,6 +407,16 @@ class _Arm64:
         return results
 
 
+def test_relu_outputs_drop_the_tie_fixup_and_stay_exact(build_root: Path) -> None:
+    graph, xs = tie_graph()
+    project = generate(graph, TARGET, graph.name, "double")
+    for layer in project.layers:
+        relu = graph.operators[layer.index].options["activation"] == "RELU"
+        assert layer.kernel.params["rq"]["mode"] == ("double_up" if relu else "double")
+    check_report(verify(graph, TARGET, xs, "double", build_root=build_root), graph)
+    emulate(graph, xs, "double", build_root / "ties_a72")
+
+
 def emulate(graph: Graph, inputs: list[np.ndarray], rounding: str, out: Path) -> None:
     """Every layer of ``graph`` on the emulated Cortex-A72 equals the simulator."""
     project = generate(graph, TARGET, graph.name, rounding)
@@ -436,10 +454,12 @@ def test_symbols_name_variant_and_tile() -> None:
     assert symbols[4] == "g_l004_qs8_conv2d_k3x3s2_rnddbl_8x8__neon"
     assert symbols[5] == "g_l005_qu8_conv2d_k3x2s1x2d2x1_rnddbl_4x16__neon"
     assert symbols[8] == "g_l008_qs8_fc_k27n9_rnddbl_1x8__neon"
-    assert symbols[11] == "g_l011_qs8_dwconv2d_k3x3s2_rnddbl_1x16__neon"
+    assert symbols[11] == "g_l011_qs8_dwconv2d_k3x3s2_rnddbl_4x16__neon"  # row ring
     assert symbols[15] == "g_l015_qs8_avgpool_k16x16s1_rnddbl_1x8__neon"
     assert symbols[17].startswith("g_l017_qs8_sub_n") and symbols[17].endswith("_1x8__neon")
-    assert len(symbols) == 18 and all(s.endswith("__neon") for s in symbols)
+    assert symbols[18] == "g_l018_qs8_dwconv2d_k3x3s1_rnddbl_4x16__neon"
+    assert symbols[19] == "g_l019_qu8_dwconv2d_k3x3s1d2_rnddbl_7x8__neon"
+    assert len(symbols) == 22 and all(s.endswith("__neon") for s in symbols)
 
 
 def _ctx(graph: Graph, index: int, rounding: str) -> Context:

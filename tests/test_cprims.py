@@ -47,6 +47,7 @@ SCALAR = {
     "srdhm": Fn("qlane_srdhm(a0[i], a1[i])", 2),
     "rdbpot": Fn("qlane_rdbpot(a0[i], (int)a1[i])", 2),
     "requant_double": Fn("qlane_requant_double(a0[i], a1[i], (int)a2[i])", 3),
+    "requant_double_up": Fn("qlane_requant_double_up(a0[i], a1[i], (int)a2[i])", 3),
     "requant_single": Fn("qlane_requant_single(a0[i], a1[i], (int)a2[i])", 3),
     "saturate": Fn("qlane_saturate(a0[i], a1[i], a2[i])", 3),
     "sat_s8": Fn("qlane_sat_s8(a0[i])", 1, "int8_t"),
@@ -58,6 +59,9 @@ VECTOR = {
     "rdbpot_v": Fn(f"vst1q_s32(out + i, qlane_rdbpot_s32x4({_v(0)}, {_v(1)}));", 2, step=4),
     "requant_double_v": Fn(
         f"vst1q_s32(out + i, qlane_requant_double_s32x4({_v(0)}, {_v(1)}, {_v(2)}, {_v(3)}));",
+        4, step=4),
+    "requant_double_up_v": Fn(
+        f"vst1q_s32(out + i, qlane_requant_double_up_s32x4({_v(0)}, {_v(1)}, {_v(2)}, {_v(3)}));",
         4, step=4),
     "requant_single_v": Fn(
         f"vst1q_s32(out + i, qlane_requant_single_s32x4({_v(0)}, {_v(1)}, {_v(2)}));", 3, step=4),
@@ -274,6 +278,8 @@ def primitive_cases(isa: str, kind: str) -> list[Case]:
         Case("sat_s8", (sat,), np.dtype(np.int8), fp.saturating_cast(sat, np.int8)),
         Case("sat_u8", (sat,), np.dtype(np.uint8), fp.saturating_cast(sat, np.uint8)),
         Case("sat_s16", (sat,), np.dtype(np.int16), fp.saturating_cast(sat, np.int16)),
+        Case("requant_double_up", (xd, md, sd), i32,
+             fp.mul_by_quantized_multiplier_double_ties_up(xd, md, sd)),
     ]
     if isa == "neon":
         neg = ss < 0
@@ -284,6 +290,8 @@ def primitive_cases(isa: str, kind: str) -> list[Case]:
             Case("requant_double_v", (xd, md, np.maximum(sd, 0), np.minimum(sd, 0)), i32,
                  cases[2].expected),
             Case("requant_single_v", (xs, ms, ss), i32, cases[3].expected),
+            Case("requant_double_up_v", (xd, md, np.maximum(sd, 0), np.minimum(sd, 0)), i32,
+                 cases[8].expected),
             Case("requant_single_neg_v", (xn, mn, sn), i32,
                  fp.mul_by_quantized_multiplier_single(xn, mn, sn)),
             Case("saturate_v", (sat, lo, hi), i32, cases[4].expected),

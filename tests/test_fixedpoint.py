@@ -13,6 +13,7 @@ from qlane.sim.fixedpoint import (
     PRIMITIVES,
     mul_by_quantized_multiplier,
     mul_by_quantized_multiplier_double,
+    mul_by_quantized_multiplier_double_ties_up,
     mul_by_quantized_multiplier_single,
     quantize_multiplier,
     quantize_multiplier_greater_than_one,
@@ -304,6 +305,24 @@ def test_multiply_by_quantized_multiplier_matches_exact_model():
     small = (s < 0) & (np.abs(x) < 1 << 24)
     assert 0 < np.count_nonzero(got_d[small] != got_s[small])
     assert np.abs(got_d[small] - got_s[small]).max() == 1
+
+
+def test_double_ties_up_differs_only_at_negative_ties_and_not_after_a_relu_clamp():
+    rng = np.random.default_rng(5)
+    n = 20000
+    x = np.concatenate([random_int32(rng, n), rng.integers(-4096, 4096, n)])
+    m = rng.integers(1 << 30, 1 << 31, 2 * n)
+    s = rng.integers(-31, 31, 2 * n)
+    ref = mul_by_quantized_multiplier_double(x, m, s)
+    up = mul_by_quantized_multiplier_double_ties_up(x, m, s)
+    high = saturating_rounding_doubling_high_mul(wrap_int32(x << np.maximum(s, 0)), m)
+    e = np.maximum(-s, 0)
+    tie = (high < 0) & (e > 0) & ((high & ((1 << e) - 1)) == (1 << e) >> 1)
+    assert np.count_nonzero(tie) > 50
+    assert np.array_equal(up != ref, tie)
+    assert np.all(up[tie] == ref[tie] + 1) and np.all(up[tie] <= 0)
+    for lower in (0, 1, 7):
+        assert np.array_equal(np.maximum(up, lower), np.maximum(ref, lower))
 
 
 def test_single_rounding_rejects_shift_out_of_range():

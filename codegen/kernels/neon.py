@@ -72,12 +72,14 @@ def _out_stage(zp: int, lo: int, hi: int, dt: np.dtype) -> dict[str, Any]:
             "clamp_hi": int(hi) < full_hi}
 
 
-def _requant(mult: Any, shift: Any, rounding: str, n_pad: int, name: str = "rq"
-             ) -> tuple[dict[str, Any], list[Const]]:
+def _requant(mult: Any, shift: Any, rounding: str, n_pad: int, name: str = "rq",
+             floor: bool = False) -> tuple[dict[str, Any], list[Const]]:
     """Requantization constants: mode, per-tensor literals or per-channel arrays (padded).
 
     Modes: ``double`` (qlane_requant_double_s32x4 with left = max(s, 0), right = min(s, 0)),
-    ``single_neg`` (every shift <= -1: VQDMULH + VRSHL) and ``single`` (64-bit products).
+    ``double_up`` (the same without the negative-tie fix-up; only for outputs clamped at or above
+    the zero point, ``floor``, where it is exact), ``single_neg`` (every shift <= -1: VQDMULH +
+    VRSHL) and ``single`` (64-bit products). ``left`` is False when no left shift is needed.
     """
     m = np.atleast_1d(np.asarray(mult, np.int64))
     s = np.broadcast_to(np.asarray(shift, np.int64), m.shape)
@@ -89,23 +91,31 @@ def _requant(mult: Any, shift: Any, rounding: str, n_pad: int, name: str = "rq"
     elif rounding in ("double", "litert"):
         if np.any((s < -31) | (s > 31)):
             raise Unsupported("shift outside [-31, 31]")
-        mode = "double"
+        mode = "double_up" if floor else "double"
         a, b = np.maximum(s, 0), np.minimum(s, 0)
     else:
         raise Unsupported(f"rounding {rounding!r}")
     uniform = bool(np.all(m == m[0]) and np.all(s == s[0]))
-    params = {"mode": mode, "pc": not uniform, "name": name,
+    double = mode.startswith("double")
+    left = not double or bool(np.any(a != 0))
+    params = {"mode": mode, "pc": not uniform, "name": name, "left": left,
               "m": int(m[0]), "a": int(a[0]), "b": int(b[0])}
     consts = []
     if not uniform:
-        arrays = [("m", m, "multipliers"), ("a", a, "left shifts" if mode == "double" else
-                                            "shifts")]
-        if mode == "double":
+        arrays = [("m", m, "multipliers")]
+        if left:
+            arrays.append(("a", a, "left shifts" if double else "shifts"))
+        if double:
             arrays.append(("b", b, "right shifts (<= 0)"))
         for key, arr, what in arrays:
             consts.append(Const(f"{name}{key}", _pad(arr, n_pad).astype(np.int32),
                                 f"per-channel requantization {what}"))
     return params, consts
+
+
+def _floor(req: Requantizer) -> bool:
+    """True when the activation clamp's lower bound is at or above the output zero point."""
+    return int(req.lo) >= int(req.zp)
 
 
 def _fixed_requantizer(sim: Any) -> Requantizer:
@@ -187,7 +197,8 @@ def conv2d_neon(ctx: Context) -> Kernel:
     packed = packed.reshape(nb, nr, kp).transpose(0, 2, 1)  # [NB][KP][NR]
     zi = int(sim.qi.zp)
     bias = _wrap32(np.asarray(req.bias, np.int64) - zi * wmat.sum(axis=0))
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, nb * nr)
+    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, nb * nr,
+                                floor=_floor(req))
     direct = win.kh == 1 and win.kw == 1 and win.top == 0 and win.left == 0
     consts = [
         Const("w", packed.reshape(-1).astype(dt),
@@ -211,6 +222,74 @@ def conv2d_neon(ctx: Context) -> Kernel:
 # DEPTHWISE_CONV_2D: channels in lanes
 
 
+RING_REGISTERS = 28
+"""Vector registers a row-ring block may keep live: accumulators + one filter row + inputs."""
+
+
+def _row_runs(win: Window, h: int) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Runs of output rows [start, end) whose windows use the same filter rows inside the input."""
+    runs: list[tuple[int, int, tuple[int, ...]]] = []
+    for oy in range(win.oh):
+        kys = tuple(ky for ky in range(win.kh) if 0 <= oy * win.sh - win.top + ky * win.dh < h)
+        if runs and runs[-1][2] == kys:
+            runs[-1] = (runs[-1][0], oy + 1, kys)
+        else:
+            runs.append((oy, oy + 1, kys))
+    return runs
+
+
+def _ring_columns(win: Window, n: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """For a pass of ``n`` pixels: each ring column it reads, with the (pixel, kx) taps using it."""
+    uses: dict[int, list[tuple[int, int]]] = {}
+    for i in range(n):
+        for kx in range(win.kw):
+            uses.setdefault(i * win.sw + kx * win.dw, []).append((i, kx))
+    return sorted(uses.items())
+
+
+def _depthwise_rows(ctx: Context, sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer
+                    ) -> Kernel:
+    """Channels a multiple of 8: a ring of widened, zero-padded input rows in the scratch buffer.
+
+    Each input row is widened to int16 minus its zero point once, into a ring slot laid out
+    channel group by channel group, with zero columns for the left and right padding. A pass
+    then computes ``N`` neighbouring output pixels of one channel group; every input vector it
+    loads feeds all the taps that use it. Filter rows outside the input are left out per run
+    of output rows at generation, so nothing reads padding rows.
+    """
+    g = _geometry(sim)
+    win: Window = sim.win
+    c = g["C"]
+    groups = [(c0, 16) for c0 in range(0, c // 16 * 16, 16)] + ([(c // 16 * 16, 8)] if c % 16
+                                                                 else [])
+    lanes = groups[0][1]
+    n = 1
+    for cand in (8, 4, 2, 1):
+        if cand * lanes // 4 + win.kw * lanes // 8 + 2 * lanes // 8 <= RING_REGISTERS:
+            n = cand
+            break
+    n = max(1, min(n, win.ow))
+    wp = max(win.left + g["W"], (win.ow - 1) * win.sw + (win.kw - 1) * win.dw + 1)
+    slots = (win.kh - 1) * win.dh + 1
+    taps = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(win.kh * win.kw, c)
+    packed = np.concatenate([taps[:, c0:c0 + ln].reshape(-1) for c0, ln in groups])
+    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, c, floor=_floor(req))
+    consts = [
+        Const("w", packed.astype(np.int16), f"filter - zero point, int16, per channel group "
+                                            f"[{win.kh * win.kw} taps][group lanes]"),
+        Const("bias", _wrap32(req.bias), "bias"),
+        *rq_consts,
+    ]
+    params = dict(
+        **_types(dt), **g, **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq, ZI=int(sim.qi.zp),
+        C16=c // 16 * 16, C8=int(c % 16 == 8), NB=n, WP=wp, SLOTS=slots, ROW=wp * c,
+        runs=_row_runs(win, g["H"]), cols={k: _ring_columns(win, k) for k in {n, win.ow % n}},
+    )
+    return Kernel(template="neon/dwconv2d_rows.c.j2", op="dwconv2d",
+                  variant=_window_variant(win), tile=f"{n}x{lanes}", params=params,
+                  consts=consts, scratch_bytes=slots * wp * c * 2)
+
+
 @lowering("DEPTHWISE_CONV_2D", isa="neon")
 def depthwise_neon(ctx: Context) -> Kernel:
     """Depth multiplier 1: 16 channels per vector, taps accumulated with VMLAL.S16."""
@@ -220,6 +299,8 @@ def depthwise_neon(ctx: Context) -> Kernel:
     if sim.mult != 1:
         raise Unsupported(f"depth multiplier {sim.mult} (only 1)")
     req = _fixed_requantizer(sim)
+    if sim.x.shape[3] % 8 == 0:
+        return _depthwise_rows(ctx, sim, dt, req)
     g = _geometry(sim)
     win: Window = sim.win
     c = g["C"]
@@ -227,7 +308,8 @@ def depthwise_neon(ctx: Context) -> Kernel:
     taps = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(win.kh * win.kw, c)
     weights = np.zeros((win.kh * win.kw, cs), np.int16)
     weights[:, :c] = taps
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, cs)
+    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, cs,
+                                floor=_floor(req))
     oy = _interior(win.oh, win.sh, win.top, win.kh, win.dh, g["H"])
     ox = _interior(win.ow, win.sw, win.left, win.kw, win.dw, g["W"])
     interior = oy[1] > oy[0] and ox[1] > ox[0]
@@ -281,7 +363,8 @@ def _dot_products(dt: np.dtype, wmat: np.ndarray, zw: int, zi: int, req: Requant
     bias = _wrap32(np.asarray(req.bias, np.int64) + fold)
     # int8: two products share one int16 lane unless a weight is -128 (|x w| <= 128 * 127)
     pair = bool(dt == np.int8 and raw.min(initial=0) >= -127)
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, ub * 8)
+    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, ub * 8,
+                                floor=_floor(req))
     consts = [
         Const("w", packed.reshape(-1).astype(dt),
               f"weights packed [{ub} blocks of 8 units][depth chunks of 16, then 8][8 units]"),
