@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ZOO, ZOO_MODELS, zoo_inputs
-from peers import GraphBuilder, merge_graphs, random_bias, random_scale, spec
+from peers import GraphBuilder, merge_graphs, random_bias, random_scale, spec, tie_graph
 from qlane.codegen.emit import generate
 from qlane.codegen.kernels import dsp
 from qlane.codegen.lowering import Context, Unsupported
@@ -22,7 +22,11 @@ from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import Report, verify
 from qlane.sim import load_tflite
-from qlane.sim.fixedpoint import mul_by_quantized_multiplier, quantize_multiplier
+from qlane.sim.fixedpoint import (
+    mul_by_quantized_multiplier,
+    mul_by_quantized_multiplier_double_ties_up,
+    quantize_multiplier,
+)
 from qlane.sim.graph import Graph
 from qlane.sim.interpreter import Interpreter
 from qlane.sim.ops.conv import out_size
@@ -292,6 +296,20 @@ def test_random_layers_bit_exact_on_emulated_cortex_m(rounding: str, target: str
     _check(report, graph)
 
 
+def test_relu_outputs_drop_the_tie_fixup_and_stay_exact() -> None:
+    """Multipliers of exactly 1/4: RELU layers round negative ties up, the others away."""
+    emulate = _emulate()
+    graph, xs = tie_graph()
+    for target in ("cortex-m7", "cortex-m4"):
+        project = generate(graph, load_target(target), graph.name, "double")
+        for layer in project.layers:
+            relu = graph.operators[layer.index].options["activation"] == "RELU"
+            assert layer.kernel.params["ties_up"] == relu, layer.symbol
+    _check(verify(graph, load_target("cortex-m7"), xs, "double"), graph)
+    _check(emulate.emulate_verify(graph, load_target("cortex-m4"), xs, rounding="double",
+                                  count=False), graph)
+
+
 def test_instructions_per_mac_on_emulated_cortex_m4() -> None:
     """Guards the inner loops (measured 1.31, 4.72, 1.22, 2.63 instructions per MAC)."""
     emulate = _emulate()
@@ -337,6 +355,7 @@ def test_channel_groups_cover_every_channel_once() -> None:
 @pytest.mark.parametrize("rounding", ["double", "single"])
 def test_requantization_spellings_equal_the_primitives(rounding: str) -> None:
     """The SMMULR / SMMUL and one-floor SMLAL forms against sim.fixedpoint, in numpy."""
+    up = mul_by_quantized_multiplier_double_ties_up
     rng = np.random.default_rng(3)
     real = np.exp(rng.uniform(np.log(1e-9), np.log(0.99), 400))
     m, s = quantize_multiplier(real, rounding)
@@ -356,6 +375,16 @@ def test_requantization_spellings_equal_the_primitives(rounding: str) -> None:
             else:
                 got = (((a * mult) >> 32) + rnd) >> sh  # SMMUL
             np.testing.assert_array_equal(got, want, err_msg=f"mm M={mi} shift={si}")
+            if rounding == "double" and e:  # the ties-up form: no (h >> 31) fix-up
+                np.testing.assert_array_equal((h + rnd) >> sh, up(a, mi, si))
+        if rounding == "double":
+            fused_up = dsp.fused_requant(np.array([mi]), np.array([si]), rounding, ties_up=True)
+            if fused_up is not None:
+                mult, kpos, kneg, sh = (int(v[0]) for v in fused_up)
+                assert kpos == kneg
+                wide = np.concatenate([a, [-(2**31), 2**31 - 1]])
+                np.testing.assert_array_equal(((wide * mult + kpos) >> 32) >> sh,
+                                              up(wide, mi, si), err_msg=f"M={mi} shift={si}")
         fused = dsp.fused_requant(np.array([mi]), np.array([si]), rounding)
         if fused is not None:
             mult, kpos, kneg, sh = (int(v[0]) for v in fused)

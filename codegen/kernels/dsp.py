@@ -103,10 +103,14 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     rq = sim.requant
     dtype = np.dtype(sim.dtype)
     full = (rq.lo, rq.hi) == ((-128, 127) if dtype == np.int8 else (0, 255))
+    # A lower clamp at or above the output zero point hides how negative ties round: double
+    # rounding may then round them up (mul_by_quantized_multiplier_double_ties_up).
+    ties_up = rq.rounding != "single" and int(rq.lo) >= int(rq.zp)
     params: dict[str, Any] = dict(
         zp=rq.zp, lo=rq.lo, hi=rq.hi, full_range=full, signed=dtype == np.int8,
-        T=ctype(dtype), kind=rq.kind, rounding=rq.rounding, acc_scale=1,
-        req="qlane_requant_single" if rq.rounding == "single" else "qlane_requant_double",
+        T=ctype(dtype), kind=rq.kind, rounding=rq.rounding, acc_scale=1, ties_up=ties_up,
+        req="qlane_requant_single" if rq.rounding == "single" else
+        "qlane_requant_double_up" if ties_up else "qlane_requant_double",
     )
     consts = [Const("bias", wrap32(rq.bias).astype(np.int32), "bias (accumulator start)")]
     if rq.kind == "float":
@@ -119,7 +123,7 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     abound = int(bound) + int(np.abs(rq.bias).max(initial=0))
     tiers: list[tuple[str, tuple[np.ndarray, ...] | None]] = [
         ("mm", mm_requant(m, s, rq.rounding, abound)),
-        ("fused", fused_requant(m, s, rq.rounding)),
+        ("fused", fused_requant(m, s, rq.rounding, ties_up)),
     ]
     for kind, folded in tiers:
         if folded is None:
@@ -185,7 +189,7 @@ def mm_requant(m: np.ndarray, s: np.ndarray, rounding: str, abound: int
     return m, rnd, e
 
 
-def fused_requant(m: np.ndarray, s: np.ndarray, rounding: str
+def fused_requant(m: np.ndarray, s: np.ndarray, rounding: str, ties_up: bool = False
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """One SMLAL and one ASR for MultiplyByQuantizedMultiplier when every shift is <= -1.
 
@@ -194,13 +198,17 @@ def fused_requant(m: np.ndarray, s: np.ndarray, rounding: str
     in RDBPOT's ties away), single ``floor((a*M + 2^(30+e)) / 2^(31+e))``; the high word of the
     64-bit sum shifted right by ``e - 1`` is that floor. Returns (M, K for a >= 0, K for a < 0,
     e - 1) per channel, or None when a shift is >= 0 (left shifts wrap in int32 first).
-    A zero multiplier gives 0 under any exponent: it takes e = 1.
+    A zero multiplier gives 0 under any exponent: it takes e = 1. ``ties_up`` (double rounding
+    whose negative ties may round up) drops the ``[a < 0]`` term: K is the same for both signs.
     """
     e = np.where(m == 0, 1, -s).astype(np.int64)
     if np.any(e < 1) or np.any(e > 31):
         return None
     if rounding == "single":
         kpos = np.left_shift(np.int64(1), 30 + e)
+        kneg = kpos
+    elif ties_up:
+        kpos = (np.int64(1) << 30) + np.left_shift(np.int64(1), 30 + e)
         kneg = kpos
     else:
         kpos = (np.int64(1) << 30) + np.left_shift(np.int64(1), 30 + e)
