@@ -9,7 +9,7 @@ MODEL  := examples/mobilenet_v1_0.25_128_u8.tflite
 INPUTS := examples/mobilenet_v1_0.25_128_u8.inputs.npz
 OUT    := build/demo
 
-.PHONY: all demo test lint bench fuzz-bench clean
+.PHONY: all demo test lint bench bench-kernels fuzz-bench clean
 
 all: test
 
@@ -36,6 +36,9 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_simulator.py
+
+bench-kernels: $(STAMP)
+	$(BIN)/python bench/instructions_per_mac.py
 
 fuzz-bench: $(STAMP)
 	$(BIN)/python bench/fuzz_importer.py --count 10000
