@@ -224,8 +224,9 @@ def merge_graphs(graphs: Sequence[Graph], name: str = "merged") -> tuple[Graph, 
 
 def tie_graph() -> tuple[Graph, list[np.ndarray]]:
     """FULLY_CONNECTED and DEPTHWISE_CONV_2D layers whose requantization multiplier is exactly
-    1/4, so that half of the odd negative high products are ties; each with RELU (lower clamp at
-    the zero point: the kernels drop the tie fix-up) and without (they must keep it)."""
+    1/4 (ADD: an output multiplier of 2^-22 on sums of 2^19 steps), so that many negative results
+    are ties; each with RELU (lower clamp at the zero point: the kernels drop the tie fix-up) and
+    without (they must keep it)."""
     rng = np.random.default_rng(11)
     g = GraphBuilder()
     ins: list[int] = []
@@ -234,7 +235,15 @@ def tie_graph() -> tuple[Graph, list[np.ndarray]]:
         qi = QuantParams(np.float32(0.5), zi)
         qo = QuantParams(np.float32(1.0), zo)
         for act in ("RELU", "NONE"):
-            for op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
+            for op in ("FULLY_CONNECTED", "DEPTHWISE_CONV_2D", "ADD"):
+                if op == "ADD":  # inputs x 1/2 each (exact), the sum x 2^-22 at the output
+                    a = g.add(spec((1, 2, 5, 16), dt, qi))
+                    b = g.add(spec((1, 2, 5, 16), dt, qi))
+                    y = g.add(spec((1, 2, 5, 16), dt, QuantParams(np.float32(4.0), zo)))
+                    g.op(op, [a, b], [y], activation=act)
+                    ins += [a, b]
+                    outs.append(y)
+                    continue
                 xshape = (4, 16) if op == "FULLY_CONNECTED" else (2, 5, 16)
                 wshape = (16, 16) if op == "FULLY_CONNECTED" else (1, 3, 3, 16)
                 if dt == np.uint8:

@@ -303,8 +303,10 @@ def test_relu_outputs_drop_the_tie_fixup_and_stay_exact() -> None:
     for target in ("cortex-m7", "cortex-m4"):
         project = generate(graph, load_target(target), graph.name, "double")
         for layer in project.layers:
-            relu = graph.operators[layer.index].options["activation"] == "RELU"
-            assert layer.kernel.params["ties_up"] == relu, layer.symbol
+            op = graph.operators[layer.index]
+            if op.opcode != "ADD":  # portable C on Cortex-M
+                relu = op.options["activation"] == "RELU"
+                assert layer.kernel.params["ties_up"] == relu, layer.symbol
     _check(verify(graph, load_target("cortex-m7"), xs, "double"), graph)
     _check(emulate.emulate_verify(graph, load_target("cortex-m4"), xs, rounding="double",
                                   count=False), graph)

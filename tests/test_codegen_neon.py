@@ -412,7 +412,8 @@ def test_relu_outputs_drop_the_tie_fixup_and_stay_exact(build_root: Path) -> Non
     project = generate(graph, TARGET, graph.name, "double")
     for layer in project.layers:
         relu = graph.operators[layer.index].options["activation"] == "RELU"
-        assert layer.kernel.params["rq"]["mode"] == ("double_up" if relu else "double")
+        rq = layer.kernel.params.get("rq") or layer.kernel.params["rqo"]
+        assert rq["mode"] == ("double_up" if relu else "double"), layer.symbol
     check_report(verify(graph, TARGET, xs, "double", build_root=build_root), graph)
     emulate(graph, xs, "double", build_root / "ties_a72")
 

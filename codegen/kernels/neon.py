@@ -413,7 +413,8 @@ def add_sub_neon(ctx: Context) -> Kernel:
     rnd = ctx.rounding
     rq1, _ = _requant(sim.in_mult[0][0], sim.in_mult[0][1], rnd, 1, "r1")
     rq2, _ = _requant(sim.in_mult[1][0], sim.in_mult[1][1], rnd, 1, "r2")
-    rqo, _ = _requant(sim.out_mult[0], sim.out_mult[1], rnd, 1, "ro")
+    rqo, _ = _requant(sim.out_mult[0], sim.out_mult[1], rnd, 1, "ro",
+                      floor=int(sim.act_min) >= int(sim.out_zp))
     count = int(out.size)
     params = dict(
         **_types(dt), **_out_stage(sim.out_zp, sim.act_min, sim.act_max, dt),
