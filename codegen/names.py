@@ -1,8 +1,8 @@
 """Kernel symbols that name their spec and parse back, and C-safe identifiers and comments.
 
 A generated layer function is called ``<model>_l<index>_<dtype>_<op>_<variant>_<rounding>_<tile>
-__<isa>``, e.g. ``mnet_l003_qu8_dwconv2d_k3x3s2_rnddbl_1x8__neon``: layer 3 of model ``mnet``,
-uint8 depthwise 3x3 stride 2, double rounding, one row by eight channels per pass, NEON.
+__<isa>``, e.g. ``mnet_l003_qu8_dwconv2d_k3x3s2_rnddbl_4x16__neon``: layer 3 of model ``mnet``,
+uint8 depthwise 3x3 stride 2, double rounding, four pixels by sixteen channels per pass, NEON.
 """
 
 from __future__ import annotations
@@ -38,6 +38,15 @@ class KernelSpec:
     def symbol(self) -> str:
         return (f"{self.prefix}_l{self.index:03d}_{DTYPES[self.dtype]}_{self.op}_{self.variant}_"
                 f"{ROUNDING_TAGS[self.rounding]}_{self.tile}__{self.isa}")
+
+
+def window_tag(kh: int, kw: int, sh: int, sw: int, dh: int = 1, dw: int = 1) -> str:
+    """Variant of a windowed kernel: ``k3x3s2``, ``k3x2s1x2``, ``k3x3s1d2`` (dilation if not 1)."""
+
+    def pair(a: int, b: int) -> str:
+        return f"{a}" if a == b else f"{a}x{b}"
+
+    return f"k{kh}x{kw}s{pair(sh, sw)}" + (f"d{pair(dh, dw)}" if (dh, dw) != (1, 1) else "")
 
 
 def parse_symbol(symbol: str) -> KernelSpec:

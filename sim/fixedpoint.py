@@ -109,11 +109,16 @@ def rounding_divide_by_pot(x, exponent) -> np.ndarray:
 )
 def mul_by_quantized_multiplier_double(x, multiplier, shift) -> np.ndarray:
     """Classic double-rounding requantization of an int32 accumulator."""
+    high, right = _shifted_high_mul(x, multiplier, shift)
+    return rounding_divide_by_pot(high, right)
+
+
+def _shifted_high_mul(x, multiplier, shift) -> tuple[np.ndarray, np.ndarray]:
+    """The first rounding of double rounding, SRDHM(x << max(shift, 0), m), and max(-shift, 0)."""
     x, multiplier, shift = _i64(x), _i64(multiplier), _i64(shift)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    shifted = wrap_int32(x << left)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+    return saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier), right
 
 
 @_primitive(
@@ -126,12 +131,9 @@ def mul_by_quantized_multiplier_double(x, multiplier, shift) -> np.ndarray:
 )
 def mul_by_quantized_multiplier_double_ties_up(x, multiplier, shift) -> np.ndarray:
     """Double-rounding requantization for outputs clamped at >= 0 (ReLU-like activations)."""
-    x, multiplier, shift = _i64(x), _i64(multiplier), _i64(shift)
-    left = np.maximum(shift, 0)
-    right = np.maximum(-shift, 0)
+    high, right = _shifted_high_mul(x, multiplier, shift)
     if np.any(right > 31):
         raise ValueError("shift must be >= -31")
-    high = saturating_rounding_doubling_high_mul(wrap_int32(x << left), multiplier)
     half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
     return (high + half) >> right
 

@@ -377,7 +377,7 @@ def test_kernel_names_and_folded_constants() -> None:
     project = generate(graph, GENERIC, name="m", rounding="single")
     spec_ = parse_symbol(project.layers[0].symbol)
     assert (spec_.op, spec_.variant, spec_.tile, spec_.rounding) == \
-        ("dwconv2d", "k3x3s2d1m2", "1x8", "single")
+        ("dwconv2d", "k3x3s2m2", "1x8", "single")
     text = project.files["m_l000.c"]
     # the uint8 depthwise kernel keeps double rounding under "single" (TFLite's quirk)
     assert project.layers[0].kernel.params["q"]["kind"] == "double"
@@ -394,7 +394,7 @@ def test_kernel_names_and_folded_constants() -> None:
 
     graph = load_tflite(ZOO / "i8_conv_12x10x16_k3_same_to24.tflite")
     layer = generate(graph, GENERIC, name="m").layers[0]
-    assert parse_symbol(layer.symbol).variant == "k3x3s1d1"
+    assert parse_symbol(layer.symbol).variant == "k3x3s1"
     consts = {c.suffix: c.values for c in layer.kernel.consts}
     assert consts["w"].dtype == np.int8 and consts["m"].size == 24 and consts["s"].size == 24
 

@@ -36,6 +36,7 @@ from qlane.sim.fixedpoint import INT32_MAX, dtype_range
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected, Window
 
 from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..names import window_tag
 from .common import ctype
 
 CONV_CHANNELS = 4
@@ -45,11 +46,6 @@ CONV_CHANNELS = 4
 def is_m_profile(ctx: Context) -> bool:
     """Cortex-M class target: few registers, so one output row per inner pass."""
     return ctx.target.arch.endswith("-m") or "armv6" in ctx.target.arch
-
-
-def scale_tag(a: int, b: int) -> str:
-    """``3`` for equal values, ``3x2`` otherwise (variant strings)."""
-    return f"{a}" if a == b else f"{a}x{b}"
 
 
 def window_params(win: Window, h: int, w: int) -> dict[str, Any]:
@@ -204,8 +200,7 @@ def conv2d_c(ctx: Context) -> Kernel:
     params = dict(T=ctype(sim.dtype), WT=ctype(wraw.dtype), ACC=acc, wide=wide, B=b, C=cin,
                   OC=n_out, K=k, zpi=zpi, zpw=zpw, R=rows, q=q, **geo,
                   **block_plan(n_out, tc))
-    variant = (f"k{kh}x{kw}s{scale_tag(sim.win.sh, sim.win.sw)}"
-               f"d{scale_tag(sim.win.dh, sim.win.dw)}")
+    variant = window_tag(kh, kw, sim.win.sh, sim.win.sw, sim.win.dh, sim.win.dw)
     return Kernel(template="c/conv2d.c.j2", op="conv2d", variant=variant, tile=f"{rows}x{tc}",
                   params=params, consts=consts)
 
@@ -238,8 +233,8 @@ def dwconv2d_c(ctx: Context) -> Kernel:
               *bias_consts(bias, bias_in, wide, geo), *consts]
     params = dict(T=ctype(sim.dtype), WT=ctype(wdt), ACC=acc, wide=wide, B=b, C=cin, OC=n_out,
                   M=sim.mult, zpi=zpi, q=q, **geo, **block_plan(n_out, tc))
-    variant = (f"k{kh}x{kw}s{scale_tag(sim.win.sh, sim.win.sw)}"
-               f"d{scale_tag(sim.win.dh, sim.win.dw)}" + (f"m{sim.mult}" if sim.mult > 1 else ""))
+    variant = (window_tag(kh, kw, sim.win.sh, sim.win.sw, sim.win.dh, sim.win.dw)
+               + (f"m{sim.mult}" if sim.mult > 1 else ""))
     return Kernel(template="c/dwconv2d.c.j2", op="dwconv2d", variant=variant, tile=f"1x{tc}",
                   params=params, consts=consts)
 

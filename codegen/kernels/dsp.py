@@ -15,6 +15,7 @@ import numpy as np
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected
 
 from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..names import window_tag
 from .common import ctype
 
 MAX_DW_TAPS = 64  # every tap is unrolled in the generated loop
@@ -221,13 +222,6 @@ def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> 
     return int(np.abs(np.asarray(w, np.int64)).sum(axis=0).max(initial=0)) * sim._input_extent()
 
 
-def _geometry_variant(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int) -> str:
-    v = f"k{kh}x{kw}s{sh}" + (f"x{sw}" if sw != sh else "")
-    if (dh, dw) != (1, 1):
-        v += f"d{dh}" + (f"x{dw}" if dw != dh else "")
-    return v
-
-
 # --------------------------------------------------------------------------------------------
 # CONV_2D and FULLY_CONNECTED: int16 columns x packed weights, 4 channels x 2 pixels per pass
 
@@ -270,7 +264,7 @@ def conv2d_dsp(ctx: Context) -> Kernel:
         mode="rows" if rows else "im2col", B=b, H=h, W=w, C=c, OH=win.oh, OW=win.ow, KH=kh,
         KW=kw, SH=win.sh, SW=win.sw, DH=win.dh, DW=win.dw, TOP=win.top, LEFT=win.left,
     )
-    variant = _geometry_variant(kh, kw, win.sh, win.sw, win.dh, win.dw)
+    variant = window_tag(kh, kw, win.sh, win.sw, win.dh, win.dw)
     return _gemm_kernel(ctx, "conv2d", variant, sim.wmat_int, c, kh * kw,
                         b * win.oh * win.ow, geometry)
 
@@ -348,7 +342,7 @@ def depthwise_dsp(ctx: Context) -> Kernel:
         consts.insert(1 if quads else 0, Const(
             "wp", pack_dw_pairs(wt[:, quads:]),
             "remaining channels: per channel, per tap pair, (w[t][c], w[t+1][c])"))
-    variant = _geometry_variant(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw)
+    variant = window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw)
     if mult > 1:
         variant += f"m{mult}"
         tile = f"1x{mult}"

@@ -18,6 +18,7 @@ from qlane.sim.ops.elementwise import ADD_LEFT_SHIFT, AddSub
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
 
 from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..names import window_tag
 from .common import ctype
 
 DOT_MAX_PIXELS = 4
@@ -127,13 +128,8 @@ def _fixed_requantizer(sim: Any) -> Requantizer:
 
 
 def _window_variant(win: Window) -> str:
-    """Symbol variant of a window: k{kh}x{kw}s{sh}[x{sw}][d{dh}[x{dw}]]."""
-    v = f"k{win.kh}x{win.kw}s{win.sh}"
-    if win.sw != win.sh:
-        v += f"x{win.sw}"
-    if (win.dh, win.dw) != (1, 1):
-        v += f"d{win.dh}" + (f"x{win.dw}" if win.dw != win.dh else "")
-    return v
+    """Symbol variant of a window (names.window_tag)."""
+    return window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw)
 
 
 def _geometry(sim: Any) -> dict[str, int]:

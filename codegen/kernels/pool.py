@@ -10,8 +10,9 @@ from __future__ import annotations
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
 
 from ..lowering import Context, Kernel, lowering
+from ..names import window_tag
 from .common import ctype
-from .conv import block_plan, scale_tag, window_params
+from .conv import block_plan, window_params
 
 POOL_CHANNELS = 8
 """Channels per inner pass."""
@@ -26,6 +27,6 @@ def pool_c(ctx: Context) -> Kernel:
     kind = "avg" if isinstance(sim, AveragePool2D) else "max"
     params = dict(kind=kind, T=ctype(sim.dtype), B=b, C=c, lo=int(sim.lo), hi=int(sim.hi),
                   **window_params(win, h, w), **block_plan(c, POOL_CHANNELS))
-    variant = f"k{win.kh}x{win.kw}s{scale_tag(win.sh, win.sw)}"
+    variant = window_tag(win.kh, win.kw, win.sh, win.sw)
     return Kernel(template="c/pool.c.j2", op=f"{kind}pool", variant=variant,
                   tile=f"1x{POOL_CHANNELS}", params=params)
