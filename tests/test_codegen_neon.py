@@ -248,7 +248,7 @@ def _out(padding: str, size: int, k: int, s: int, d: int) -> int:
 
 
 def mixed_graph(seed: int, flip: bool) -> tuple[Graph, list[np.ndarray]]:
-    """Twenty-two independent layers of every NEON kernel, aimed at the tiles and the tails.
+    """Twenty-three independent layers of every NEON kernel, aimed at the tiles and the tails.
 
     Shapes are fixed where they pick a code path and random (1..33 channels) elsewhere;
     ``flip`` swaps uint8 and int8 so that two graphs cover both dtypes of every slot.
@@ -297,6 +297,7 @@ def mixed_graph(seed: int, flip: bool) -> tuple[Graph, list[np.ndarray]]:
     m.dw(i8, 1, (9, 8), 16 * int(r.integers(1, 3)) + (8 if flip else 0), (5, 3), (1, 2), (2, 1),
          "VALID" if flip else "SAME")
     m.dw(u8, 1, (1, 2), 16, (3, 3), (2, 2), (1, 1), "SAME")
+    m.dw(i8, 1, (6, 9), 16, (7, 7), (1, 1), (1, 1), "SAME")  # wide filter rows: 2-pixel passes
     return m.build(f"mixed{seed}")
 
 
@@ -460,7 +461,8 @@ def test_symbols_name_variant_and_tile() -> None:
     assert symbols[17].startswith("g_l017_qs8_sub_n") and symbols[17].endswith("_1x8__neon")
     assert symbols[18] == "g_l018_qs8_dwconv2d_k3x3s1_rnddbl_4x16__neon"
     assert symbols[19] == "g_l019_qu8_dwconv2d_k3x3s1d2_rnddbl_7x8__neon"
-    assert len(symbols) == 22 and all(s.endswith("__neon") for s in symbols)
+    assert symbols[22] == "g_l022_qs8_dwconv2d_k7x7s1_rnddbl_2x16__neon"
+    assert len(symbols) == 23 and all(s.endswith("__neon") for s in symbols)
 
 
 def _ctx(graph: Graph, index: int, rounding: str) -> Context:
