@@ -208,12 +208,9 @@ def fused_requant(m: np.ndarray, s: np.ndarray, rounding: str, ties_up: bool = F
     if rounding == "single":
         kpos = np.left_shift(np.int64(1), 30 + e)
         kneg = kpos
-    elif ties_up:
-        kpos = (np.int64(1) << 30) + np.left_shift(np.int64(1), 30 + e)
-        kneg = kpos
     else:
         kpos = (np.int64(1) << 30) + np.left_shift(np.int64(1), 30 + e)
-        kneg = kpos - (np.int64(1) << 31)
+        kneg = kpos if ties_up else kpos - (np.int64(1) << 31)
     return m.astype(np.int64), kpos.astype(np.int64), kneg.astype(np.int64), e - 1
 
 

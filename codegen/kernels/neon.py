@@ -194,7 +194,7 @@ def conv2d_neon(ctx: Context) -> Kernel:
     zi = int(sim.qi.zp)
     bias = _wrap32(np.asarray(req.bias, np.int64) - zi * wmat.sum(axis=0))
     rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, nb * nr,
-                                floor=_floor(req))
+                             floor=_floor(req))
     direct = win.kh == 1 and win.kw == 1 and win.top == 0 and win.left == 0
     consts = [
         Const("w", packed.reshape(-1).astype(dt),
@@ -243,8 +243,7 @@ def _ring_columns(win: Window, n: int) -> list[tuple[int, list[tuple[int, int]]]
     return sorted(uses.items())
 
 
-def _depthwise_rows(ctx: Context, sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer
-                    ) -> Kernel:
+def _depthwise_rows(sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer) -> Kernel:
     """Channels a multiple of 8: a ring of widened, zero-padded input rows in the scratch buffer.
 
     Each input row is widened to int16 minus its zero point once, into a ring slot laid out
@@ -288,7 +287,8 @@ def _depthwise_rows(ctx: Context, sim: DepthwiseConv2D, dt: np.dtype, req: Requa
 
 @lowering("DEPTHWISE_CONV_2D", isa="neon")
 def depthwise_neon(ctx: Context) -> Kernel:
-    """Depth multiplier 1: 16 channels per vector, taps accumulated with VMLAL.S16."""
+    """Depth multiplier 1, taps accumulated with VMLAL.S16: the row ring when the channels are a
+    multiple of 8, else one pixel x 16 channels per pass straight from the input."""
     sim = ctx.sim
     assert isinstance(sim, DepthwiseConv2D)
     dt = _dtype(ctx)
@@ -296,7 +296,7 @@ def depthwise_neon(ctx: Context) -> Kernel:
         raise Unsupported(f"depth multiplier {sim.mult} (only 1)")
     req = _fixed_requantizer(sim)
     if sim.x.shape[3] % 8 == 0:
-        return _depthwise_rows(ctx, sim, dt, req)
+        return _depthwise_rows(sim, dt, req)
     g = _geometry(sim)
     win: Window = sim.win
     c = g["C"]
@@ -305,7 +305,7 @@ def depthwise_neon(ctx: Context) -> Kernel:
     weights = np.zeros((win.kh * win.kw, cs), np.int16)
     weights[:, :c] = taps
     rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, cs,
-                                floor=_floor(req))
+                             floor=_floor(req))
     oy = _interior(win.oh, win.sh, win.top, win.kh, win.dh, g["H"])
     ox = _interior(win.ow, win.sw, win.left, win.kw, win.dw, g["W"])
     interior = oy[1] > oy[0] and ox[1] > ox[0]
@@ -360,7 +360,7 @@ def _dot_products(dt: np.dtype, wmat: np.ndarray, zw: int, zi: int, req: Requant
     # int8: two products share one int16 lane unless a weight is -128 (|x w| <= 128 * 127)
     pair = bool(dt == np.int8 and raw.min(initial=0) >= -127)
     rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, ub * 8,
-                                floor=_floor(req))
+                             floor=_floor(req))
     consts = [
         Const("w", packed.reshape(-1).astype(dt),
               f"weights packed [{ub} blocks of 8 units][depth chunks of 16, then 8][8 units]"),
