@@ -138,6 +138,13 @@ def mul_by_quantized_multiplier_double_ties_up(x, multiplier, shift) -> np.ndarr
     return (high + half) >> right
 
 
+def ties_up_exact(lower_clamp: int, zero_point: int) -> bool:
+    """True when mul_by_quantized_multiplier_double_ties_up may replace the classic double
+    rounding: the output's lower clamp is at or above its zero point, so a negative tie (which
+    rounds to a value <= 0 either way) is clamped to the same output."""
+    return int(lower_clamp) >= int(zero_point)
+
+
 @_primitive(
     meaning="round(x * m / 2^(31 - shift)), ties toward +infinity, one 64-bit product",
     saturation="results outside int32 saturate (TFLite leaves them undefined)",

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from qlane.sim.fixedpoint import ties_up_exact
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected
 
 from ..lowering import Const, Context, Kernel, Unsupported, lowering
@@ -104,9 +105,7 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     rq = sim.requant
     dtype = np.dtype(sim.dtype)
     full = (rq.lo, rq.hi) == ((-128, 127) if dtype == np.int8 else (0, 255))
-    # A lower clamp at or above the output zero point hides how negative ties round: double
-    # rounding may then round them up (mul_by_quantized_multiplier_double_ties_up).
-    ties_up = rq.rounding != "single" and int(rq.lo) >= int(rq.zp)
+    ties_up = rq.rounding != "single" and ties_up_exact(rq.lo, rq.zp)
     params: dict[str, Any] = dict(
         zp=rq.zp, lo=rq.lo, hi=rq.hi, full_range=full, signed=dtype == np.int8,
         T=ctype(dtype), kind=rq.kind, rounding=rq.rounding, acc_scale=1, ties_up=ties_up,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from qlane.sim.fixedpoint import ties_up_exact
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected, Requantizer, Window
 from qlane.sim.ops.elementwise import ADD_LEFT_SHIFT, AddSub
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
@@ -114,9 +115,10 @@ def _requant(mult: Any, shift: Any, rounding: str, n_pad: int, name: str = "rq",
     return params, consts
 
 
-def _floor(req: Requantizer) -> bool:
-    """True when the activation clamp's lower bound is at or above the output zero point."""
-    return int(req.lo) >= int(req.zp)
+def _layer_requant(req: Requantizer, n_pad: int) -> tuple[dict[str, Any], list[Const]]:
+    """:func:`_requant` of a conv / FC requantizer; no tie fix-up where its clamp allows."""
+    return _requant(req.multiplier, req.shift, req.rounding, n_pad,
+                    floor=ties_up_exact(req.lo, req.zp))
 
 
 def _fixed_requantizer(sim: Any) -> Requantizer:
@@ -193,8 +195,7 @@ def conv2d_neon(ctx: Context) -> Kernel:
     packed = packed.reshape(nb, nr, kp).transpose(0, 2, 1)  # [NB][KP][NR]
     zi = int(sim.qi.zp)
     bias = _wrap32(np.asarray(req.bias, np.int64) - zi * wmat.sum(axis=0))
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, nb * nr,
-                             floor=_floor(req))
+    rq, rq_consts = _layer_requant(req, nb * nr)
     direct = win.kh == 1 and win.kw == 1 and win.top == 0 and win.left == 0
     consts = [
         Const("w", packed.reshape(-1).astype(dt),
@@ -268,7 +269,7 @@ def _depthwise_rows(sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer) -> Ker
     slots = (win.kh - 1) * win.dh + 1
     taps = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(win.kh * win.kw, c)
     packed = np.concatenate([taps[:, c0:c0 + ln].reshape(-1) for c0, ln in groups])
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, c, floor=_floor(req))
+    rq, rq_consts = _layer_requant(req, c)
     consts = [
         Const("w", packed.astype(np.int16), f"filter - zero point, int16, per channel group "
                                             f"[{win.kh * win.kw} taps][group lanes]"),
@@ -304,8 +305,7 @@ def depthwise_neon(ctx: Context) -> Kernel:
     taps = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(win.kh * win.kw, c)
     weights = np.zeros((win.kh * win.kw, cs), np.int16)
     weights[:, :c] = taps
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, cs,
-                             floor=_floor(req))
+    rq, rq_consts = _layer_requant(req, cs)
     oy = _interior(win.oh, win.sh, win.top, win.kh, win.dh, g["H"])
     ox = _interior(win.ow, win.sw, win.left, win.kw, win.dw, g["W"])
     interior = oy[1] > oy[0] and ox[1] > ox[0]
@@ -359,8 +359,7 @@ def _dot_products(dt: np.dtype, wmat: np.ndarray, zw: int, zi: int, req: Requant
     bias = _wrap32(np.asarray(req.bias, np.int64) + fold)
     # int8: two products share one int16 lane unless a weight is -128 (|x w| <= 128 * 127)
     pair = bool(dt == np.int8 and raw.min(initial=0) >= -127)
-    rq, rq_consts = _requant(req.multiplier, req.shift, req.rounding, ub * 8,
-                             floor=_floor(req))
+    rq, rq_consts = _layer_requant(req, ub * 8)
     consts = [
         Const("w", packed.reshape(-1).astype(dt),
               f"weights packed [{ub} blocks of 8 units][depth chunks of 16, then 8][8 units]"),
@@ -410,7 +409,7 @@ def add_sub_neon(ctx: Context) -> Kernel:
     rq1, _ = _requant(sim.in_mult[0][0], sim.in_mult[0][1], rnd, 1, "r1")
     rq2, _ = _requant(sim.in_mult[1][0], sim.in_mult[1][1], rnd, 1, "r2")
     rqo, _ = _requant(sim.out_mult[0], sim.out_mult[1], rnd, 1, "ro",
-                      floor=int(sim.act_min) >= int(sim.out_zp))
+                      floor=ties_up_exact(sim.act_min, sim.out_zp))
     count = int(out.size)
     params = dict(
         **_types(dt), **_out_stage(sim.out_zp, sim.act_min, sim.act_max, dt),
