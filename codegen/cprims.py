@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -33,9 +31,11 @@ import jinja2
 
 from qlane.sim.fixedpoint import PRIMITIVES
 
+from .isa import ISAS as _REGISTRY
+from .isa import host_has_neon, simde_include_dir  # noqa: F401  (re-exported)
 from .names import ISAS, c_comment
 
-VECTOR_ISAS = ("neon",)
+VECTOR_ISAS = tuple(name for name, entry in _REGISTRY.items() if entry.vector)
 """ISAs whose kernels also need vector (int32x4_t) spellings of every primitive."""
 
 HOST_CFLAGS = ("-O2", "-fno-wrapv", "-g0")
@@ -265,9 +265,6 @@ return vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
     ),
 )
 
-_INCLUDES = {"c": (), "dsp": ("qlane_acle.h",), "neon": ("qlane_neon.h",)}
-
-
 def _check_isa(isa: str) -> None:
     if isa not in ISAS:
         raise ValueError(f"unknown ISA {isa!r}; choose one of {', '.join(ISAS)}")
@@ -300,7 +297,7 @@ def render_fixedpoint_header(isa: str) -> str:
         for f in functions_for(isa)
     ]
     template = _env().get_template("qlane_fixedpoint.h.j2")
-    return template.render(isa=isa, includes=_INCLUDES[isa], functions=functions)
+    return template.render(isa=isa, includes=_REGISTRY[isa].headers, functions=functions)
 
 
 def _plain_header(name: str) -> str:
@@ -310,7 +307,7 @@ def _plain_header(name: str) -> str:
 def header_files(isa: str) -> dict[str, str]:
     """Every header a generated project for ``isa`` needs: {file name: text}."""
     files = {"qlane_fixedpoint.h": render_fixedpoint_header(isa)}
-    files.update({name: _plain_header(name) for name in _INCLUDES[isa]})
+    files.update({name: _plain_header(name) for name in _REGISTRY[isa].headers})
     return files
 
 
@@ -326,41 +323,10 @@ def write_header_files(isa: str, directory: str | Path) -> list[Path]:
     return paths
 
 
-def simde_include_dir() -> str:
-    """Absolute include directory of the installed SIMDe headers (``cmeel-simde``).
-
-    ``QLANE_SIMDE_INCLUDE`` overrides it. Raises RuntimeError when SIMDe is not installed.
-    """
-    override = os.environ.get("QLANE_SIMDE_INCLUDE")
-    if override:
-        if not (Path(override) / "simde" / "arm" / "neon.h").is_file():
-            raise RuntimeError(f"QLANE_SIMDE_INCLUDE={override} holds no simde/arm/neon.h")
-        return str(Path(override).resolve())
-    try:
-        dist = importlib.metadata.distribution("cmeel-simde")
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    for f in (dist.files or ()) if dist else ():
-        if str(f).replace("\\", "/").endswith("include/simde/arm/neon.h"):
-            header = Path(str(dist.locate_file(f))).resolve()
-            if header.is_file():
-                return str(header.parents[2])
-    raise RuntimeError(
-        "SIMDe headers not found: NEON code needs them on non-Arm hosts. "
-        "Install them with `pip install cmeel-simde` or set QLANE_SIMDE_INCLUDE."
-    )
-
-
-def host_has_neon() -> bool:
-    """True when this machine compiles arm_neon.h natively (AArch64 or 32-bit Arm)."""
-    machine = platform.machine().lower()
-    return machine in ("aarch64", "arm64") or machine.startswith("arm")
-
-
 def host_include_dirs(isa: str) -> list[str]:
     """Extra include directories a host build of ``isa`` code needs (SIMDe for NEON on x86)."""
     _check_isa(isa)
-    return [simde_include_dir()] if isa == "neon" and not host_has_neon() else []
+    return _REGISTRY[isa].host_include_dirs()
 
 
 # --- cffi --------------------------------------------------------------------------------------

@@ -10,20 +10,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from .emit import Project, content_hash, write_project
-from .targets import Target
+from .isa import ARCHES
+from .targets import SENTINEL, LinkLayout, Target  # noqa: F401  (SENTINEL re-exported)
 
 CFLAGS = ("-std=c99", "-O2", "-g0", "-fomit-frame-pointer", "-ffreestanding",
           "-fno-unwind-tables", "-fno-asynchronous-unwind-tables")
@@ -53,16 +52,6 @@ int memcmp(const void *a, const void *b, size_t n);
 PCH_HEADER = "#include <arm_neon.h>\n"
 """Precompiled once per AArch64 build: parsing arm_neon.h costs ~0.7 s per file otherwise."""
 
-_DEFAULT_MEMORY = {
-    "thumb": {"flash_origin": 0x0800_0000, "flash_bytes": 1 << 20, "ram_origin": 0x2000_0000,
-              "ram_bytes": 256 << 10, "stack_bytes": 8 << 10},
-    "aarch64": {"flash_origin": 0x0800_0000, "flash_bytes": 64 << 20, "ram_origin": 0x2000_0000,
-                "ram_bytes": 64 << 20, "stack_bytes": 1 << 20},
-}
-SENTINEL = 0x1000_0000
-"""Return address of emulated calls: must stay outside flash and RAM."""
-
-
 class CrossError(RuntimeError):
     """The project could not be cross-compiled or linked for the target."""
 
@@ -71,15 +60,8 @@ class CrossError(RuntimeError):
         self.log = log
 
 
-@dataclass(frozen=True)
-class Memory:
-    """Where code and data live: the linker script's regions and the reserved stack."""
-
-    flash_origin: int
-    flash_bytes: int
-    ram_origin: int
-    ram_bytes: int
-    stack_bytes: int
+Memory = LinkLayout
+"""Where code and data live (the target's `LinkLayout`)."""
 
 
 @dataclass(frozen=True)
@@ -151,35 +133,18 @@ class ElfImage:
 
 def arch_of(target: Target) -> str:
     """``thumb`` or ``aarch64``: the instruction set the target's cross build emits."""
-    zt = target.zig_target
-    if zt.startswith("aarch64"):
-        return "aarch64"
-    if zt.startswith("thumb"):
-        return "thumb"
-    raise CrossError(f"target {target.name} has no supported cross-compiler target "
-                     f"(zig_target={zt!r}); use an aarch64-* or thumb-* target")
+    if not target.machine:
+        raise CrossError(f"target {target.name} has no supported cross-compiler target "
+                         f"(zig_target={target.zig_target!r}); use one of "
+                         + ", ".join(f"{a.zig_prefix}-*" for a in ARCHES.values()))
+    return target.machine
 
 
-def _target_file(target: Target) -> dict[str, Any]:
-    path = resources.files("qlane.targets") / f"{target.name}.toml"
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, FileNotFoundError, tomllib.TOMLDecodeError):
-        return {}
-
-
-def memory_of(target: Target) -> Memory:
-    """The target's ``[memory]`` table, with per-architecture defaults for missing fields."""
-    merged = dict(_DEFAULT_MEMORY[arch_of(target)])
-    merged.update({k: int(v) for k, v in _target_file(target).get("memory", {}).items()
-                   if k in merged})
-    mem = Memory(**merged)
-    for lo, size, what in ((mem.flash_origin, mem.flash_bytes, "flash"),
-                           (mem.ram_origin, mem.ram_bytes, "RAM")):
-        if lo <= SENTINEL < lo + size:
-            raise CrossError(f"target {target.name}: {what} region overlaps the emulator's "
-                             f"return address 0x{SENTINEL:08x}")
-    return mem
+def memory_of(target: Target) -> LinkLayout:
+    """The target's link layout (``[memory]``, parsed and checked with the target)."""
+    arch_of(target)
+    assert target.memory is not None  # parse_target sets it for every target with a machine
+    return target.memory
 
 
 @cache
@@ -289,7 +254,7 @@ def build_elf(project: Project, target: Target | None = None,
     mem = memory_of(target)
     root = Path(build_root) if build_root else Path(tempfile.gettempdir()) / "qlane-cross"
     extra = dict(extra_sources or {})
-    script = Template(_template(f"link_{arch}.ld")).substitute(
+    script = Template(_template(ARCHES[arch].linker_script)).substitute(
         {k: hex(v) for k, v in vars(mem).items()})
     rt = _template(RT_SOURCE)
     flags = [*CFLAGS, "-target", target.zig_target, f"-mcpu={mcpu}", *extra_cflags]

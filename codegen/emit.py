@@ -18,6 +18,7 @@ from qlane.sim.interpreter import Interpreter
 
 from . import kernels as _kernels  # noqa: F401  (registers the lowerings)
 from .cprims import header_files
+from .isa import ISAS
 from .lowering import Context, Layer, lower_layer
 from .names import c_comment, c_identifier
 from .planner import Buffer, Plan, plan_arena
@@ -164,6 +165,7 @@ def generate(graph: Graph, target: Target, name: str | None = None,
         files[fname] = env.get_template("layer.c.j2").render(
             **common, layer=layer, fn=layer.symbol, k=kernel, p=kernel.params, c=consts,
             requant=f"qlane_requant_{'single' if rounding == 'single' else 'double'}",
+            isa_headers=ISAS[layer.spec.isa].headers,
         )
     files["main.c"] = env.get_template("main.c.j2").render(**common)
     sources = sorted(f for f in files if f.endswith(".c") and f != "main.c")

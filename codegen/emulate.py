@@ -280,12 +280,12 @@ def _native() -> _Native | None:
     try:
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            src = out.with_suffix(".c")
-            src.write_text(_COUNTER_C)
-            tmp = out.with_name(f"{out.name}.{id(out)}.tmp")
-            subprocess.run([*zig_command(), "cc", "-shared", "-fPIC", "-O2", "-nostdlib",
-                            str(src), "-o", str(tmp)], check=True, capture_output=True)
-            tmp.replace(out)
+            with tempfile.TemporaryDirectory(prefix=".emuhooks-", dir=out.parent) as work:
+                src, tmp = Path(work) / "emuhooks.c", Path(work) / out.name
+                src.write_text(_COUNTER_C)
+                subprocess.run([*zig_command(), "cc", "-shared", "-fPIC", "-O2", "-nostdlib",
+                                str(src), "-o", str(tmp)], check=True, capture_output=True)
+                tmp.replace(out)  # atomic: concurrent builders agree
         lib = ctypes.CDLL(str(out))
         from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
 

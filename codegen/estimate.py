@@ -33,7 +33,7 @@ import numpy as np
 from qlane.sim.graph import Graph
 
 from .names import DTYPES, parse_symbol
-from .targets import Target
+from .targets import CostModel, Target, cost_model_of
 
 MODES = ("static", "emulated")
 FEATURES = ("calls", "macs", "outputs", "inputs", "tiles", "pixels")
@@ -49,67 +49,13 @@ class EstimateError(ValueError):
 
 # --- the cycle model of a target -----------------------------------------------------------
 
-@dataclass(frozen=True)
-class CostModel:
-    """A target's ``[cost]`` table: the pipeline, memory and static-fit parameters."""
-
-    target: str
-    clock_hz: int
-    sram_bytes: int
-    flash_bytes: int
-    pipeline: str  # "in-order" | "out-of-order"
-    issue_width: int
-    peak_macs_per_cycle: float
-    branch_taken_penalty: int
-    cycles: dict[str, int]  # issue cycles per instruction class
-    latency: dict[str, int]  # result latency per kind: alu mul vmac mac_accumulate vec load
-    units: dict[str, int]  # execution units per pool: alu mul neon neon_mac load store branch
-    bus_bytes: int  # bytes a load/store moves per cycle (LDM, LDRD, LDP, LD1 take longer)
-    q_occupancy: int  # cycles a 128-bit NEON operation holds its unit (A53: 2)
-    memory_pipelining: bool  # Cortex-M: a load/store after a single LDR takes one cycle less
-    window: int  # out-of-order: instructions in flight (0: unbounded)
-    flash_wait_states: int
-    flash_line_bytes: int
-    flash_cache_bytes: int
-    mca_cpu: str
-    mca_strip_it: bool
-    static: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def min_cycles_per_mac(self) -> float:
-        """1 / peak MACs per cycle: no layer can do better."""
-        return 1.0 / self.peak_macs_per_cycle
-
-
 def cost_model(target: Target) -> CostModel:
-    """The cycle model of ``target`` (its TOML ``[cost]`` table)."""
-    c = target.cost
-    if not c.get("peak_macs_per_cycle") or not target.clock_hz:
+    """The cycle model of ``target`` (its TOML ``[cost]`` table, checked when it was read)."""
+    model = cost_model_of(target)
+    if model is None or not target.clock_hz:
         raise EstimateError(f"target {target.name} has no cycle model (no [cost] parameters or "
                             "clock); estimate for a chip such as cortex-m4 or cortex-a53")
-    try:
-        mem = c.get("memory", {})
-        return CostModel(
-            target=target.name, clock_hz=int(target.clock_hz), sram_bytes=target.sram_bytes,
-            flash_bytes=target.flash_bytes, pipeline=str(c["pipeline"]),
-            issue_width=int(c["issue_width"]),
-            peak_macs_per_cycle=float(c["peak_macs_per_cycle"]),
-            branch_taken_penalty=int(c["branch_taken_penalty"]),
-            cycles={k: int(v) for k, v in c["cycles"].items()},
-            latency={k: int(v) for k, v in c["latency"].items()},
-            units={k: int(v) for k, v in c.get("units", {}).items()},
-            bus_bytes=int(c.get("bus_bytes", 4)), q_occupancy=int(c.get("q_occupancy", 1)),
-            memory_pipelining=bool(c.get("memory_pipelining", False)),
-            window=int(c.get("window", 0)),
-            flash_wait_states=int(mem.get("flash_wait_states", 0)),
-            flash_line_bytes=int(mem.get("flash_line_bytes", 16)),
-            flash_cache_bytes=int(mem.get("flash_cache_bytes", 0)),
-            mca_cpu=str(c.get("mca_cpu", target.name)),
-            mca_strip_it=bool(c.get("mca_strip_it", False)),
-            static=dict(c.get("static", {})),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise EstimateError(f"target {target.name}: malformed [cost] table: {e!r}") from None
+    return model
 
 
 # --- instructions as the pipeline model sees them --------------------------------------------

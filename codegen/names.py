@@ -10,14 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .isa import ISAS as _ISA_REGISTRY
+
 DTYPES = {"uint8": "qu8", "int8": "qs8"}
 ROUNDING_TAGS = {"double": "rnddbl", "single": "rndsgl", "litert": "rndflt"}
-ISAS = ("c", "dsp", "neon")
+ISAS = tuple(_ISA_REGISTRY)
+"""Kernel ISA tags, from the registry (`qlane.codegen.isa`)."""
 
 _SYMBOL = re.compile(
     r"^(?P<prefix>[A-Za-z_][A-Za-z0-9_]*?)_l(?P<index>\d{3,})_(?P<dtype>qu8|qs8)_(?P<op>[a-z0-9]+)"
     r"_(?P<variant>[a-z0-9]+)_(?P<rounding>rnddbl|rndsgl|rndflt)_(?P<tile>\d+x\d+)"
-    r"__(?P<isa>c|dsp|neon)$"
+    r"__(?P<isa>" + "|".join(ISAS) + r")$"
 )
 
 
@@ -32,7 +35,7 @@ class KernelSpec:
     variant: str  # shape facts that select the code: k3x3s2, 1x1, ...
     rounding: str  # "double" | "single" | "litert"
     tile: str  # "MxN": outputs (rows x channels) computed per inner pass
-    isa: str  # "c" | "dsp" | "neon"
+    isa: str  # a tag of `qlane.codegen.isa.ISAS`
 
     @property
     def symbol(self) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -13,8 +16,9 @@ import numpy as np
 from qlane.sim.graph import Graph
 from qlane.sim.interpreter import Interpreter
 
-from .cprims import build_cffi_module, simde_include_dir
+from .cprims import build_cffi_module
 from .emit import Project, content_hash, generate, write_project
+from .isa import ISAS
 from .targets import Target
 
 
@@ -80,13 +84,12 @@ class HostBuild:
         self.project = project
         root = Path(build_root) if build_root else Path(tempfile.gettempdir()) / "qlane-build"
         digest = content_hash(project)[:20]
-        src_dir = root / f"{project.name}-{digest}" / "src"
-        if not (src_dir / "manifest.json").exists():
-            write_project(project, src_dir)
+        src_dir = publish_project(project, root / f"{project.name}-{digest}" / "src")
         name = project.name
         include_dirs = [str(src_dir.resolve())]
-        if project.target.preferred_isa == "neon":
-            include_dirs.append(simde_include_dir())
+        # the project's headers are those of the target's preferred ISA, plus each layer's own
+        for isa in sorted({project.target.preferred_isa, *(la.spec.isa for la in project.layers)}):
+            include_dirs += ISAS[isa].host_include_dirs()
         cdef = f"""
             int {name}_invoke(const void *const inputs[], void *const outputs[], void *arena);
             int {name}_run_layer(int index, const void *const in[], void *const out[],
@@ -134,6 +137,42 @@ class HostBuild:
         if status != 0:
             raise RuntimeError(f"{self.name}_invoke returned {status}")
         return outs
+
+
+def _complete(project: Project, directory: Path) -> bool:
+    """True when ``directory`` holds every file of ``project`` with the same text."""
+    try:
+        return all((directory / f).read_text() == text for f, text in project.files.items())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def publish_project(project: Project, directory: Path) -> Path:
+    """Make ``directory`` hold exactly ``project``'s files, atomically (a cache entry).
+
+    The files are written into a private temporary folder beside it and renamed into place, so
+    an interrupted run never leaves a half-written entry that a later run would trust, and
+    concurrent runs (same or different projects) never see each other's partial files. An
+    entry that is incomplete (left by an older qlane, or damaged) is replaced.
+    """
+    if _complete(project, directory):
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write_project(project, tmp / "files")
+        for _ in range(3):
+            try:
+                os.rename(tmp / "files", directory)
+                return directory
+            except OSError:  # taken: complete (another run won) or stale (set it aside)
+                if _complete(project, directory):
+                    return directory
+                with contextlib.suppress(OSError):
+                    os.rename(directory, tmp / "stale")
+        raise BuildError(f"cannot publish the generated sources into {directory}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _aligned(buf: np.ndarray, align: int = 16) -> np.ndarray:

@@ -255,10 +255,6 @@ def simulate(model: str, inputs_path: str | None, output_path: str, rounding: st
         click.echo(f"wrote {tens} ({len(result.tensors)} tensors)")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _target(name: str):
     from qlane.codegen.targets import TargetError, load_target
 
@@ -492,3 +488,7 @@ def estimate(model: str, target_name: str, mode: str, rounding: str, as_json: bo
         _print_estimate(est)
         for p in written:
             click.echo(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()

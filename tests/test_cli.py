@@ -138,3 +138,14 @@ def test_console_script_runs() -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "ADD" in res.stdout
+
+
+@pytest.mark.parametrize("entry", [["-m", "qlane.cli"], ["-m", "qlane"]])
+def test_module_entry_lists_every_command(entry: list[str]) -> None:
+    """``python -m qlane.cli`` registers every command before running (it used to stop at two)."""
+    res = subprocess.run([sys.executable, *entry, "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    listed = {line.split()[0] for line in res.stdout.split("Commands:")[1].splitlines()
+              if line.strip()}
+    assert listed == {"estimate", "generate", "inspect", "simulate", "targets", "verify"}

@@ -121,3 +121,51 @@ def test_layer_with_only_constant_inputs_is_refused_clearly() -> None:
     graph.inputs = []
     with pytest.raises(GenerateError, match="every input is a constant"):
         generate(graph, load_target("generic"))
+
+
+def test_interrupted_host_build_cache_is_rebuilt(tmp_path: Path) -> None:
+    """A cache entry left half-written (manifest.json first, sources missing) is replaced."""
+    from qlane.codegen.verify import HostBuild, verify
+
+    graph = load_tflite(ZOO / "u8_add_7x9x3.tflite")
+    target = load_target("generic")
+    project = generate(graph, target)
+    src = tmp_path / f"{project.name}-{content_hash(project)[:20]}" / "src"
+    src.mkdir(parents=True)
+    (src / "manifest.json").write_text(project.files["manifest.json"])
+    HostBuild(project, tmp_path)
+    assert sorted(p.name for p in src.iterdir()) == sorted(project.files)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    x = np.random.default_rng(0).integers(0, 256, (2, *graph.input_tensors[0].shape), np.uint8)
+    y = np.random.default_rng(1).integers(0, 256, (2, *graph.input_tensors[1].shape), np.uint8)
+    assert verify(graph, target, [x, y], build_root=tmp_path).bit_exact
+
+
+_PARALLEL = """
+import sys
+import numpy as np
+from qlane.codegen.targets import load_target
+from qlane.codegen.verify import verify
+from qlane.sim import load_tflite
+graph = load_tflite(sys.argv[1])
+rng = np.random.default_rng(0)
+xs = [rng.integers(0, 256, (2, *t.shape)).astype(t.dtype) if t.dtype.kind == "u" else
+      rng.integers(-128, 128, (2, *t.shape)).astype(t.dtype) for t in graph.input_tensors]
+report = verify(graph, load_target("cortex-m7"), xs, build_root=sys.argv[2])
+print("BIT-EXACT" if report.bit_exact else "MISMATCH")
+"""
+
+
+def test_parallel_verifies_share_a_cache(tmp_path: Path) -> None:
+    """Two processes verifying (different, then equal) models into one cache both succeed."""
+    import subprocess
+    import sys
+
+    for models in (["u8_add_7x9x3", "i8_conv_7x9x3_k3s2_same_relu6"],
+                   ["u8_fc_3x13_to5", "u8_fc_3x13_to5"]):
+        procs = [subprocess.Popen([sys.executable, "-c", _PARALLEL, str(ZOO / f"{m}.tflite"),
+                                   str(tmp_path)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for m in models]
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0 and out.strip() == "BIT-EXACT", err[-2000:]

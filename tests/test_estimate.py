@@ -176,8 +176,8 @@ def test_peak_floor(mobilenet) -> None:
     """Coefficients that promise more than the chip can do are floored at MACs / peak."""
     target = load_target("cortex-m4")
     zero = {m: {"default": [0.0] * 6} for m in ("cycles", "instructions")}
-    fake = dataclasses.replace(target, cost={**target.cost, "static": {
-        **zero, "features": ["calls", "macs", "outputs", "inputs", "tiles", "pixels"]}})
+    fake = dataclasses.replace(target, cost=dataclasses.replace(target.cost, static={
+        **zero, "features": ["calls", "macs", "outputs", "inputs", "tiles", "pixels"]}))
     est = estimate_static(mobilenet, fake)
     for la in est.layers:
         if la.macs:
@@ -304,7 +304,7 @@ def test_estimate_error_names_the_fix() -> None:
     with pytest.raises(EstimateError, match="no cycle model"):
         cost_model(load_target("generic"))
     target = load_target("cortex-m4")
-    empty = dataclasses.replace(target, cost={**target.cost, "static": {}})
+    empty = dataclasses.replace(target, cost=dataclasses.replace(target.cost, static={}))
     graph = load_tflite(str(ZOO / "u8_add_7x9x3.tflite"))
     with pytest.raises(EstimateError, match="calibrate_static"):
         estimate_static(graph, empty)

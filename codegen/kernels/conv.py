@@ -45,7 +45,7 @@ CONV_CHANNELS = 4
 
 def is_m_profile(ctx: Context) -> bool:
     """Cortex-M class target: few registers, so one output row per inner pass."""
-    return ctx.target.arch.endswith("-m") or "armv6" in ctx.target.arch
+    return ctx.target.m_profile
 
 
 def window_params(win: Window, h: int, w: int) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""Targets parsed once into typed objects, checked against a schema; the ISA / machine registry."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+
+from qlane.codegen import isa as isa_registry
+from qlane.codegen.isa import ARCHES, ISAS
+from qlane.codegen.names import ISAS as SYMBOL_ISAS
+from qlane.codegen.names import KernelSpec, parse_symbol
+from qlane.codegen.targets import (
+    PROFILES,
+    CostModel,
+    LinkLayout,
+    TargetError,
+    load_target,
+    parse_target,
+    target_names,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _text(name: str) -> str:
+    return (ROOT / "targets" / f"{name}.toml").read_text()
+
+
+def test_every_bundled_target_is_typed() -> None:
+    assert target_names() == ["cortex-a53", "cortex-a72", "cortex-m4", "cortex-m7", "generic"]
+    for name in target_names():
+        t = load_target(name)
+        assert t.profile in PROFILES and t.isa[-1] == "c"
+        assert all(i in ISAS for i in t.isa)
+        if name == "generic":
+            assert t.memory is None and t.cost is None and t.machine == ""
+            continue
+        assert t.core == name and isinstance(t.memory, LinkLayout)
+        assert isinstance(t.cost, CostModel) and t.cost.peak_macs_per_cycle > 0
+        assert t.machine == ("thumb" if t.m_profile else "aarch64")
+        flash = t.region("flash")
+        assert flash is not None and flash.bytes == t.flash_bytes
+        assert flash.wait_states == t.cost.flash_wait_states
+    m4 = load_target("cortex-m4")
+    assert m4.region("flash").wait_states == 5 and m4.region("flash").line_bytes == 16
+    assert m4.memory.ram_bytes == 196_608 and m4.memory.flash_origin == 0x0800_0000
+
+
+def test_loaded_once() -> None:
+    assert load_target("cortex-m7") is load_target("cortex-m7")
+
+
+@pytest.mark.parametrize("arch, profile", [
+    ("armv7e-m", "M"), ("armv8-m.main", "M"), ("armv8.1-m.main", "M"), ("armv6-m", "M"),
+    ("armv8-m.base", "M"), ("armv8-a", "A"), ("armv7-a", "A"), ("portable", "portable"),
+])
+def test_profile_from_arch(arch: str, profile: str) -> None:
+    """Armv8-M cores (M33, M55) are M-profile: they get the one-row tiling of small cores."""
+    text = _text("cortex-m4").replace('profile = "M"\n', "").replace(
+        'arch = "armv7e-m"', f'arch = "{arch}"')
+    assert parse_target("cortex-m4", text).profile == profile
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("clock_hz = 168_000_000", 'clock_hz = "fast"'), "clock_hz must be int"),
+    (("clock_hz = 168_000_000", "clock_hz = -1"), "must not be negative"),
+    (('isa = ["dsp", "c"]', 'isa = ["dsp", "sse"]'), "unknown ISA 'sse'"),
+    (('isa = ["dsp", "c"]', 'isa = ["dsp"]'), "must end with the portable 'c'"),
+    (('profile = "M"', 'profile = "R"'), "profile must be one of"),
+    (("issue_width = 1", "issue_wdith = 1"), "unknown key 'issue_wdith'"),
+    (("issue_width = 1\n", ""), "missing key 'issue_width'"),
+    (("load = 2\nstore = 2", 'load = "two"\nstore = 2'), "load must be int"),
+    (("flash_wait_states = 5", "flash_wait_states = true"), "not a boolean"),
+    (("ram_origin = 0x2000_0000", "ram_origin = 0x1000_0000"), "overlaps the emulator"),
+    (('zig_target = "thumb-freestanding-eabihf"', 'zig_target = "riscv32-freestanding"'),
+     "neither thumb-"),
+    (('name = "cortex-m4"', 'name = "cortex-m3"'), "expected 'cortex-m4'"),
+    (("[cost]", "[cost"), "not valid TOML"),
+])
+def test_malformed_target_is_one_clear_error(edit: tuple[str, str], message: str) -> None:
+    old, new = edit
+    text = _text("cortex-m4")
+    assert old in text
+    with pytest.raises(TargetError, match=message) as err:
+        parse_target("cortex-m4", text.replace(old, new, 1))
+    assert "cortex-m4.toml" in str(err.value) and "\n" not in str(err.value).strip()
+
+
+def test_target_file_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "my-board.toml"
+    path.write_text(_text("cortex-m7").replace('name = "cortex-m7"', 'name = "my-board"')
+                    .replace("clock_hz = 216_000_000", "clock_hz = 400_000_000"))
+    t = load_target(str(path))
+    assert t.name == "my-board" and t.clock_hz == 400_000_000 and t.cost.clock_hz == 400_000_000
+    with pytest.raises(TargetError, match="cannot read target file"):
+        load_target(str(tmp_path / "missing.toml"))
+    with pytest.raises(TargetError, match="unknown target 'nope'; choose one of"):
+        load_target("nope")
+
+
+def test_isa_registry_drives_symbols_and_headers() -> None:
+    assert SYMBOL_ISAS == tuple(ISAS)
+    for tag in ISAS:
+        spec = KernelSpec("m", 1, "int8", "fc", "n10", "double", "1x4", tag)
+        assert parse_symbol(spec.symbol).isa == tag
+    from qlane.codegen.cprims import header_files
+
+    for name, entry in ISAS.items():
+        files = header_files(name)
+        assert set(files) == {"qlane_fixedpoint.h", *entry.headers}
+        for header in entry.headers:
+            assert f'#include "{header}"' in files["qlane_fixedpoint.h"]
+    assert {a.name for a in ARCHES.values()} == {"thumb", "aarch64"}
+    assert all(m in ARCHES or m == "*" for entry in ISAS.values() for m in entry.machines)
+
+
+def test_simde_only_where_the_host_lacks_neon(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert ISAS["neon"].host_include_dirs() == []
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    dirs = ISAS["neon"].host_include_dirs()
+    assert len(dirs) == 1 and (Path(dirs[0]) / "simde" / "arm" / "neon.h").is_file()
+    assert ISAS["dsp"].host_include_dirs() == [] and ISAS["c"].host_include_dirs() == []
+    assert isa_registry.host_has_neon() is False
