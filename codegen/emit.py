@@ -16,7 +16,7 @@ from qlane.sim.fixedpoint import Rounding
 from qlane.sim.graph import Graph
 from qlane.sim.interpreter import Interpreter
 
-from . import kernels as _kernels  # noqa: F401  (registers the lowerings)
+from . import lowerings as _lowerings  # noqa: F401  (registers the lowerings)
 from .cprims import header_files
 from .isa import ISAS
 from .lowering import Context, Layer, lower_layer

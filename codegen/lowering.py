@@ -2,7 +2,7 @@
 
 A *lowering* is a function registered for an (opcode, isa) pair. It receives the operator's
 prepared reference kernel from the simulator (whose folded constants - multipliers, shifts,
-offsets, padding - are the single source of truth) and returns a :class:`Kernel`: the template
+offsets, padding - are the single source of truth) and returns a :class:`LayerCode`: the template
 to render, its parameters, and the constant arrays it needs. The simulator is the definition of
 what the rendered C computes.
 """
@@ -53,8 +53,9 @@ C_TYPES = {
 
 
 @dataclass
-class Kernel:
-    """What a lowering returns: the template, its parameters, constants and scratch size."""
+class LayerCode:
+    """What a lowering returns: the template, its parameters, constants and scratch size
+    (the simulator's per-op class is `qlane.sim.ops.base.Kernel`)."""
 
     template: str  # path under templates/, e.g. "c/add.c.j2"
     op: str  # short op tag in the symbol: conv2d, dwconv2d, fc, add, ...
@@ -90,7 +91,7 @@ class Context:
         return [t for t in self.inputs if t is not None and not t.is_constant]
 
 
-Lowering = Callable[[Context], Kernel]
+Lowering = Callable[[Context], LayerCode]
 LOWERINGS: dict[tuple[str, str], Lowering] = {}
 
 
@@ -116,7 +117,7 @@ class Layer:
     index: int
     op: Operator
     spec: KernelSpec
-    kernel: Kernel
+    kernel: LayerCode
     isa_note: str  # why this ISA was chosen (e.g. "no neon kernel for MEAN: portable C")
     macs: int
     inputs: list[int]  # tensor indices of non-constant inputs

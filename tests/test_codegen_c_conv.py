@@ -20,7 +20,7 @@ import pytest
 from conftest import ZOO, ZOO_MODELS
 from peers import merge_graphs, random_weights, single_op_graph, spec
 from qlane.codegen.emit import Project, generate, write_project
-from qlane.codegen.kernels.conv import pack_blocks, window_params
+from qlane.codegen.lowerings.conv import pack_blocks, window_params
 from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import Target, load_target
 from qlane.codegen.verify import HostBuild, Report, verify

@@ -18,8 +18,8 @@ import pytest
 from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import GraphBuilder, merge_graphs, spec
 from qlane.codegen.emit import generate, write_project
-from qlane.codegen.kernels.shape import merge_pads, merge_reduce
-from qlane.codegen.kernels.softmax import MAX_DIFFS, exp_table, softmax_table_model
+from qlane.codegen.lowerings.shape import merge_pads, merge_reduce
+from qlane.codegen.lowerings.softmax import MAX_DIFFS, exp_table, softmax_table_model
 from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import HostBuild, Report, verify

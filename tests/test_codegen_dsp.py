@@ -16,8 +16,8 @@ import pytest
 from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import GraphBuilder, merge_graphs, random_bias, random_scale, spec, tie_graph
 from qlane.codegen.emit import generate
-from qlane.codegen.kernels import dsp
 from qlane.codegen.lowering import Context, Unsupported
+from qlane.codegen.lowerings import dsp
 from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import Report, verify

@@ -1,4 +1,4 @@
-"""NEON kernels (qlane.codegen.kernels.neon) on the host through SIMDe, against the simulator.
+"""NEON kernels (qlane.codegen.lowerings.neon) on the host through SIMDe, against the simulator.
 
 Builds are expensive (every layer file parses SIMDe), so many independent layers share one graph
 and one build: the zoo's single-op models merged per run, and randomised graphs of about twenty
@@ -32,13 +32,13 @@ from peers import (
     tie_graph,
 )
 from qlane.codegen.emit import Project, generate, write_project
-from qlane.codegen.kernels.neon import (
+from qlane.codegen.lowering import LOWERINGS, Context, Unsupported
+from qlane.codegen.lowerings.neon import (
     _div_magic,
     add_sub_neon,
     depthwise_neon,
     fully_connected_neon,
 )
-from qlane.codegen.lowering import LOWERINGS, Context, Unsupported
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import Report, verify
 from qlane.sim import load_tflite

@@ -6,12 +6,12 @@ import numpy as np
 
 from qlane.sim.ops.elementwise import ADD_LEFT_SHIFT, AddSub, Mul
 
-from ..lowering import Const, Context, Kernel, lowering
+from ..lowering import Const, Context, LayerCode, lowering
 from .common import broadcast_plan, ctype
 
 
 @lowering("ADD", "SUB", "MUL", isa="c")
-def binary_c(ctx: Context) -> Kernel:
+def binary_c(ctx: Context) -> LayerCode:
     sim = ctx.sim
     assert isinstance(sim, AddSub | Mul)
     out = ctx.outputs[0]
@@ -38,4 +38,4 @@ def binary_c(ctx: Context) -> Kernel:
     op = {"ADD": "add", "SUB": "sub", "MUL": "mul"}[ctx.op.opcode]
     n = int(np.prod(dims))
     variant = f"n{n}" if len(dims) == 1 else "bcast" + "x".join(map(str, dims))
-    return Kernel(template="c/binary.c.j2", op=op, variant=variant, params=params, consts=consts)
+    return LayerCode(template="c/binary.c.j2", op=op, variant=variant, params=params, consts=consts)

@@ -35,7 +35,7 @@ import numpy as np
 from qlane.sim.fixedpoint import INT32_MAX, dtype_range
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected, Window
 
-from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
 from .common import ctype
 
@@ -172,7 +172,7 @@ def block_plan(n: int, block: int) -> dict[str, int]:
 
 
 @lowering("CONV_2D", isa="c")
-def conv2d_c(ctx: Context) -> Kernel:
+def conv2d_c(ctx: Context) -> LayerCode:
     sim = ctx.sim
     assert isinstance(sim, Conv2D)
     x, w_t = sim.x, sim.w
@@ -201,7 +201,7 @@ def conv2d_c(ctx: Context) -> Kernel:
                   OC=n_out, K=k, zpi=zpi, zpw=zpw, R=rows, q=q, **geo,
                   **block_plan(n_out, tc))
     variant = window_tag(kh, kw, sim.win.sh, sim.win.sw, sim.win.dh, sim.win.dw)
-    return Kernel(template="c/conv2d.c.j2", op="conv2d", variant=variant, tile=f"{rows}x{tc}",
+    return LayerCode(template="c/conv2d.c.j2", op="conv2d", variant=variant, tile=f"{rows}x{tc}",
                   params=params, consts=consts)
 
 
@@ -210,7 +210,7 @@ def conv2d_c(ctx: Context) -> Kernel:
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="c")
-def dwconv2d_c(ctx: Context) -> Kernel:
+def dwconv2d_c(ctx: Context) -> LayerCode:
     sim = ctx.sim
     assert isinstance(sim, DepthwiseConv2D)
     b, h, wd, cin = sim.x.shape
@@ -235,7 +235,7 @@ def dwconv2d_c(ctx: Context) -> Kernel:
                   M=sim.mult, zpi=zpi, q=q, **geo, **block_plan(n_out, tc))
     variant = (window_tag(kh, kw, sim.win.sh, sim.win.sw, sim.win.dh, sim.win.dw)
                + (f"m{sim.mult}" if sim.mult > 1 else ""))
-    return Kernel(template="c/dwconv2d.c.j2", op="dwconv2d", variant=variant, tile=f"1x{tc}",
+    return LayerCode(template="c/dwconv2d.c.j2", op="dwconv2d", variant=variant, tile=f"1x{tc}",
                   params=params, consts=consts)
 
 
@@ -244,7 +244,7 @@ def dwconv2d_c(ctx: Context) -> Kernel:
 
 
 @lowering("FULLY_CONNECTED", isa="c")
-def fc_c(ctx: Context) -> Kernel:
+def fc_c(ctx: Context) -> LayerCode:
     sim = ctx.sim
     assert isinstance(sim, FullyConnected)
     if len(ctx.activations) != 1:
@@ -269,5 +269,5 @@ def fc_c(ctx: Context) -> Kernel:
               bias_const("bi", bias_f, wide, "bias - zp_in * sum(w - zp_w)"), *consts]
     params = dict(T=ctype(sim.dtype), WT=ctype(wraw.dtype), ACC=acc, wide=wide, rows=rows,
                   depth=depth, OC=units, zpw=zpw, R=r, q=q, **block_plan(units, tc))
-    return Kernel(template="c/fc.c.j2", op="fc", variant=f"d{depth}n{units}", tile=f"{r}x{tc}",
+    return LayerCode(template="c/fc.c.j2", op="fc", variant=f"d{depth}n{units}", tile=f"{r}x{tc}",
                   params=params, consts=consts)

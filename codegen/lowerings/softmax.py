@@ -32,7 +32,7 @@ from qlane.sim.transcendental import (
     mul_by_quantized_multiplier_greater_than_one,
 )
 
-from ..lowering import Const, Context, Kernel, lowering
+from ..lowering import Const, Context, LayerCode, lowering
 from .common import ctype
 
 MAX_DIFFS = 256
@@ -76,7 +76,7 @@ def softmax_table_model(table: np.ndarray, x: np.ndarray, dtype) -> np.ndarray:
 
 
 @lowering("SOFTMAX", isa="c")
-def softmax_c(ctx: Context) -> Kernel:
+def softmax_c(ctx: Context) -> LayerCode:
     """Rows along the last axis: max, table sum, reciprocal, scale each exponential."""
     sim = ctx.sim
     assert isinstance(sim, Softmax)
@@ -89,5 +89,5 @@ def softmax_c(ctx: Context) -> Kernel:
                   lo=sim.lo, hi=sim.hi)
     const = Const("exp", table, f"Q0.31 exp of (x - max) rescaled (beta {sim.beta:g}), "
                                 f"by max - x; 0 beyond")
-    return Kernel(template="c/softmax.c.j2", op="softmax", variant=f"r{rows}d{depth}",
+    return LayerCode(template="c/softmax.c.j2", op="softmax", variant=f"r{rows}d{depth}",
                   params=params, consts=[const])

@@ -17,7 +17,7 @@ import numpy as np
 from qlane.sim.fixedpoint import dtype_range
 from qlane.sim.ops.activation import HardSwish, _LookupTable, _ReluX
 
-from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from .common import ctype
 
 REQUANT_SHIFT = {"single": (-31, 30), "double": (-31, 31), "litert": (-31, 31)}
@@ -33,19 +33,19 @@ def sim_table(ctx: Context) -> np.ndarray:
     return np.asarray(ctx.sim(values[None])[0]).reshape(-1)
 
 
-def lut_kernel(ctx: Context, op: str, table: np.ndarray, comment: str) -> Kernel:
+def lut_kernel(ctx: Context, op: str, table: np.ndarray, comment: str) -> LayerCode:
     """``y[i] = table[x[i] - lo]`` over the whole tensor."""
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
     n = out.size
     params = dict(Tin=ctype(x.dtype), Tout=ctype(out.dtype), n=n,
                   offset=-dtype_range(x.dtype)[0])
-    return Kernel(template="c/lut.c.j2", op=op, variant=f"n{n}lut", params=params,
+    return LayerCode(template="c/lut.c.j2", op=op, variant=f"n{n}lut", params=params,
                   consts=[Const("lut", np.asarray(table, out.dtype), comment)])
 
 
 def requant_kernel(ctx: Context, op: str, in_zp: int, out_zp: int, mult: tuple[int, int],
-                   lo: int, hi: int) -> Kernel:
+                   lo: int, hi: int) -> LayerCode:
     """``y = clamp(out_zp + requant(x - in_zp, m, shift), lo, hi)``; a table if out of range."""
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
@@ -56,11 +56,11 @@ def requant_kernel(ctx: Context, op: str, in_zp: int, out_zp: int, mult: tuple[i
     n = out.size
     params = dict(Tin=ctype(x.dtype), Tout=ctype(out.dtype), n=n, in_zp=in_zp, out_zp=out_zp,
                   mult=int(mult[0]), shift=int(mult[1]), lo=lo, hi=hi)
-    return Kernel(template="c/requant.c.j2", op=op, variant=f"n{n}", params=params)
+    return LayerCode(template="c/requant.c.j2", op=op, variant=f"n{n}", params=params)
 
 
 @lowering("LOGISTIC", "TANH", isa="c")
-def lookup_c(ctx: Context) -> Kernel:
+def lookup_c(ctx: Context) -> LayerCode:
     """The reference kernel's float32-built table, exactly as the simulator holds it."""
     sim = ctx.sim
     assert isinstance(sim, _LookupTable)
@@ -69,7 +69,7 @@ def lookup_c(ctx: Context) -> Kernel:
 
 
 @lowering("RELU", "RELU6", "RELU_N1_TO_1", isa="c")
-def relu_c(ctx: Context) -> Kernel:
+def relu_c(ctx: Context) -> LayerCode:
     """Requantize input -> output and clamp to the activation range."""
     sim = ctx.sim
     assert isinstance(sim, _ReluX)
@@ -91,7 +91,7 @@ def _rdbpot16(exponent: int) -> dict[str, int]:
 
 
 @lowering("HARD_SWISH", isa="c")
-def hardswish_c(ctx: Context) -> Kernel:
+def hardswish_c(ctx: Context) -> LayerCode:
     """``reference_ops::HardSwish``: int16 reluish and output multipliers."""
     sim = ctx.sim
     assert isinstance(sim, HardSwish)
@@ -106,4 +106,4 @@ def hardswish_c(ctx: Context) -> Kernel:
         pre_shift=min(re - 1, 16) if re > 0 else None, post_shift=re > 0,
         relu_div=_rdbpot16(-re) if re < 0 else None, out_div=_rdbpot16(-sim.output_exponent),
     )
-    return Kernel(template="c/hardswish.c.j2", op="hardswish", variant=f"n{n}", params=params)
+    return LayerCode(template="c/hardswish.c.j2", op="hardswish", variant=f"n{n}", params=params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
 
-from ..lowering import Context, Kernel, lowering
+from ..lowering import Context, LayerCode, lowering
 from ..names import window_tag
 from .common import ctype
 from .conv import block_plan, window_params
@@ -19,7 +19,7 @@ POOL_CHANNELS = 8
 
 
 @lowering("AVERAGE_POOL_2D", "MAX_POOL_2D", isa="c")
-def pool_c(ctx: Context) -> Kernel:
+def pool_c(ctx: Context) -> LayerCode:
     sim = ctx.sim
     assert isinstance(sim, AveragePool2D | MaxPool2D)
     b, h, w, c = sim.x.shape
@@ -28,5 +28,5 @@ def pool_c(ctx: Context) -> Kernel:
     params = dict(kind=kind, T=ctype(sim.dtype), B=b, C=c, lo=int(sim.lo), hi=int(sim.hi),
                   **window_params(win, h, w), **block_plan(c, POOL_CHANNELS))
     variant = window_tag(win.kh, win.kw, win.sh, win.sw)
-    return Kernel(template="c/pool.c.j2", op=f"{kind}pool", variant=variant,
+    return LayerCode(template="c/pool.c.j2", op=f"{kind}pool", variant=variant,
                   tile=f"1x{POOL_CHANNELS}", params=params)

@@ -18,7 +18,7 @@ from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected, Requanti
 from qlane.sim.ops.elementwise import ADD_LEFT_SHIFT, AddSub
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
 
-from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
 from .common import ctype
 
@@ -165,7 +165,7 @@ def _channel_groups(c: int) -> dict[str, int]:
 
 
 @lowering("CONV_2D", isa="neon")
-def conv2d_neon(ctx: Context) -> Kernel:
+def conv2d_neon(ctx: Context) -> LayerCode:
     """CONV_2D as a GEMM: MR pixels x NR output channels, VMLAL.S16 by lane into int32."""
     sim = ctx.sim
     assert isinstance(sim, Conv2D)
@@ -180,7 +180,7 @@ def conv2d_neon(ctx: Context) -> Kernel:
     if win.is_identity() and m_total < DOT_MAX_PIXELS:
         # a few pixels (a classifier on a 1x1 map): dot products along the depth instead
         params, consts = _dot_products(dt, wmat, zw, int(sim.qi.zp), req, m_total)
-        return Kernel(template="neon/fc.c.j2", op="conv2d", variant=_window_variant(win),
+        return LayerCode(template="neon/fc.c.j2", op="conv2d", variant=_window_variant(win),
                       tile="1x8", params=params, consts=consts)
     raw = wmat + zw
     lo_w, hi_w = (0, 255) if dt == np.uint8 else (-128, 127)
@@ -210,7 +210,7 @@ def conv2d_neon(ctx: Context) -> Kernel:
         NFULL=n // nr * nr, NTAIL=n % nr, KB=k // 8, KR=k % 8, KP=kp, ZW=zw, ZB=zi & 0xFF,
         direct=direct,
     )
-    return Kernel(template="neon/conv2d.c.j2", op="conv2d", variant=_window_variant(win),
+    return LayerCode(template="neon/conv2d.c.j2", op="conv2d", variant=_window_variant(win),
                   tile=f"{mr}x{nr}", params=params, consts=consts,
                   scratch_bytes=0 if direct else mr * k)
 
@@ -244,7 +244,7 @@ def _ring_columns(win: Window, n: int) -> list[tuple[int, list[tuple[int, int]]]
     return sorted(uses.items())
 
 
-def _depthwise_rows(sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer) -> Kernel:
+def _depthwise_rows(sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer) -> LayerCode:
     """Channels a multiple of 8: a ring of widened, zero-padded input rows in the scratch buffer.
 
     Each input row is widened to int16 minus its zero point once, into a ring slot laid out
@@ -281,13 +281,13 @@ def _depthwise_rows(sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer) -> Ker
         C16=c // 16 * 16, C8=int(c % 16 == 8), NB=n, WP=wp, SLOTS=slots, ROW=wp * c,
         runs=_row_runs(win, g["H"]), cols={k: _ring_columns(win, k) for k in {n, win.ow % n}},
     )
-    return Kernel(template="neon/dwconv2d_rows.c.j2", op="dwconv2d",
+    return LayerCode(template="neon/dwconv2d_rows.c.j2", op="dwconv2d",
                   variant=_window_variant(win), tile=f"{n}x{lanes}", params=params,
                   consts=consts, scratch_bytes=slots * wp * c * 2)
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="neon")
-def depthwise_neon(ctx: Context) -> Kernel:
+def depthwise_neon(ctx: Context) -> LayerCode:
     """Depth multiplier 1, taps accumulated with VMLAL.S16: the row ring when the channels are a
     multiple of 8, else one pixel x 16 channels per pass straight from the input."""
     sim = ctx.sim
@@ -323,7 +323,7 @@ def depthwise_neon(ctx: Context) -> Kernel:
         interior=interior, border=border, taps=taplist,
     )
     lanes = 16 if c >= 16 else 8
-    return Kernel(template="neon/dwconv2d.c.j2", op="dwconv2d", variant=_window_variant(win),
+    return LayerCode(template="neon/dwconv2d.c.j2", op="dwconv2d", variant=_window_variant(win),
                   tile=f"1x{lanes}", params=params, consts=consts)
 
 
@@ -375,7 +375,7 @@ def _dot_products(dt: np.dtype, wmat: np.ndarray, zw: int, zi: int, req: Requant
 
 
 @lowering("FULLY_CONNECTED", isa="neon")
-def fully_connected_neon(ctx: Context) -> Kernel:
+def fully_connected_neon(ctx: Context) -> LayerCode:
     """Depth in lanes: VMULL/VMLAL of 8-bit values, VPADAL into int32, eight units per pass."""
     sim = ctx.sim
     assert isinstance(sim, FullyConnected)
@@ -385,7 +385,7 @@ def fully_connected_neon(ctx: Context) -> Kernel:
     zw = 0 if sim.qw.per_axis else int(sim.qw.zp)
     params, consts = _dot_products(dt, wmat, zw, int(sim.qi.zp), req, int(sim.rows))
     k, n = wmat.shape
-    return Kernel(template="neon/fc.c.j2", op="fc", variant=f"k{k}n{n}", tile="1x8",
+    return LayerCode(template="neon/fc.c.j2", op="fc", variant=f"k{k}n{n}", tile="1x8",
                   params=params, consts=consts)
 
 
@@ -394,7 +394,7 @@ def fully_connected_neon(ctx: Context) -> Kernel:
 
 
 @lowering("ADD", "SUB", isa="neon")
-def add_sub_neon(ctx: Context) -> Kernel:
+def add_sub_neon(ctx: Context) -> LayerCode:
     """Elementwise ADD/SUB of two same-shape tensors (no broadcast, no constant operand)."""
     sim = ctx.sim
     assert isinstance(sim, AddSub)
@@ -417,7 +417,7 @@ def add_sub_neon(ctx: Context) -> Kernel:
         LEFT_SHIFT=ADD_LEFT_SHIFT, COUNT=count, NFULL=count // 8 * 8, NTAIL=count % 8,
     )
     op = "add" if ctx.op.opcode == "ADD" else "sub"
-    return Kernel(template="neon/add.c.j2", op=op, variant=f"n{count}", tile="1x8",
+    return LayerCode(template="neon/add.c.j2", op=op, variant=f"n{count}", tile="1x8",
                   params=params)
 
 
@@ -439,7 +439,7 @@ def _div_magic(n: int, vmax: int) -> tuple[int, int]:
 
 
 @lowering("AVERAGE_POOL_2D", "MAX_POOL_2D", isa="neon")
-def pool_neon(ctx: Context) -> Kernel:
+def pool_neon(ctx: Context) -> LayerCode:
     """Pools with 16 channels per vector; windows clipped to the input, per-pixel counts."""
     sim = ctx.sim
     assert isinstance(sim, AveragePool2D | MaxPool2D)
@@ -462,5 +462,5 @@ def pool_neon(ctx: Context) -> Kernel:
     params = dict(**_types(dt), **g, **_out_stage(0, lo, hi, dt), **_channel_groups(g["C"]),
                   avg=avg, LOWEST=0 if dt == np.uint8 else -128)
     lanes = 16 if g["C"] >= 16 else 8
-    return Kernel(template="neon/pool.c.j2", op="avgpool" if avg else "maxpool",
+    return LayerCode(template="neon/pool.c.j2", op="avgpool" if avg else "maxpool",
                   variant=_window_variant(win), tile=f"1x{lanes}", params=params, consts=consts)

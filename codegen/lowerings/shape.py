@@ -17,15 +17,15 @@ import numpy as np
 from qlane.sim.fixedpoint import dtype_range
 from qlane.sim.ops.shape import Concatenation, Mean, Pad
 
-from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from .activation import REQUANT_SHIFT
 from .common import ctype
 
 
 @lowering("RESHAPE", isa="c")
-def reshape_c(ctx: Context) -> Kernel:
+def reshape_c(ctx: Context) -> LayerCode:
     nbytes = ctx.outputs[0].nbytes
-    return Kernel(template="c/copy.c.j2", op="reshape", variant=f"n{nbytes}",
+    return LayerCode(template="c/copy.c.j2", op="reshape", variant=f"n{nbytes}",
                   params=dict(nbytes=nbytes))
 
 
@@ -34,7 +34,7 @@ def _prod(xs) -> int:
 
 
 @lowering("CONCATENATION", isa="c")
-def concat_c(ctx: Context) -> Kernel:
+def concat_c(ctx: Context) -> LayerCode:
     """Chunks of each input along ``axis``, per outer index; rescaled inputs via a table."""
     sim = ctx.sim
     assert isinstance(sim, Concatenation)
@@ -63,7 +63,7 @@ def concat_c(ctx: Context) -> Kernel:
         parts.append(part)
     params = dict(T=ctype(sim.dtype), outer=outer, row=_prod(out.shape[axis:]), parts=parts,
                   offset=-lo)
-    return Kernel(template="c/concat.c.j2", op="concat", variant=f"n{len(parts)}a{axis}",
+    return LayerCode(template="c/concat.c.j2", op="concat", variant=f"n{len(parts)}a{axis}",
                   params=params, consts=consts)
 
 
@@ -83,7 +83,7 @@ def merge_pads(shape: tuple[int, ...], pads: list[tuple[int, int]]
 
 
 @lowering("PAD", "PADV2", isa="c")
-def pad_c(ctx: Context) -> Kernel:
+def pad_c(ctx: Context) -> LayerCode:
     """Each output byte written once: whole padded blocks by memset, rows by memcpy."""
     sim = ctx.sim
     assert isinstance(sim, Pad)
@@ -99,7 +99,7 @@ def pad_c(ctx: Context) -> Kernel:
         ))
     params = dict(T=ctype(out.dtype), levels=levels, byte=int(sim.value) & 0xFF,
                   value=int(sim.value))
-    return Kernel(template="c/pad.c.j2", op="pad", variant=f"r{len(dims)}n{out.size}",
+    return LayerCode(template="c/pad.c.j2", op="pad", variant=f"r{len(dims)}n{out.size}",
                   params=params)
 
 
@@ -118,7 +118,7 @@ def merge_reduce(shape: tuple[int, ...], axes: tuple[int, ...]) -> list[tuple[in
 
 
 @lowering("MEAN", isa="c")
-def mean_c(ctx: Context) -> Kernel:
+def mean_c(ctx: Context) -> LayerCode:
     """int32 sums over the reduced axes, minus ``count * z_in``, requantized, clamped."""
     sim = ctx.sim
     assert isinstance(sim, Mean)
@@ -143,6 +143,6 @@ def mean_c(ctx: Context) -> Kernel:
                   acc_index=acc_index,
                   zp_in=sim.zp_in, zp_out=sim.zp_out, mult=int(sim.mult[0]),
                   shift=int(sim.mult[1]), lo=sim.lo, hi=sim.hi)
-    return Kernel(template="c/mean.c.j2", op="mean",
+    return LayerCode(template="c/mean.c.j2", op="mean",
                   variant=f"n{n_out}c{sim.count}" + ("" if direct else "s"), params=params,
                   scratch_bytes=0 if direct else 4 * n_out)

@@ -15,7 +15,7 @@ import numpy as np
 from qlane.sim.fixedpoint import ties_up_exact
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected
 
-from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
 from .common import ctype
 
@@ -223,7 +223,7 @@ def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> 
 
 
 def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int, nseg: int,
-                 pixels: int, geometry: dict[str, Any]) -> Kernel:
+                 pixels: int, geometry: dict[str, Any]) -> LayerCode:
     sim = ctx.sim
     k, n = wmat.shape
     params, consts = requant_params(sim, n, acc_bound(sim, wmat))
@@ -242,12 +242,12 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     consts.insert(0, Const("w", words, "weights minus their zero point, int16 pairs in loop "
                                        "order (4 channels x column pair)"))
     tile = f"{min(pixels, 2)}x{min(n, GEMM_GROUP)}"
-    return Kernel(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
+    return LayerCode(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
                   consts=consts, scratch_bytes=2 * int(layout.size) * 2)
 
 
 @lowering("CONV_2D", isa="dsp")
-def conv2d_dsp(ctx: Context) -> Kernel:
+def conv2d_dsp(ctx: Context) -> LayerCode:
     """CONV_2D as a GEMM over int16 im2col columns of two output pixels at a time."""
     sim = ctx.sim
     assert isinstance(sim, Conv2D)
@@ -266,7 +266,7 @@ def conv2d_dsp(ctx: Context) -> Kernel:
 
 
 @lowering("FULLY_CONNECTED", isa="dsp")
-def fully_connected_dsp(ctx: Context) -> Kernel:
+def fully_connected_dsp(ctx: Context) -> LayerCode:
     """FULLY_CONNECTED as the same GEMM: each input row is one column."""
     sim = ctx.sim
     assert isinstance(sim, FullyConnected)
@@ -302,7 +302,7 @@ def pack_dw_pairs(wt: np.ndarray) -> np.ndarray:
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="dsp")
-def depthwise_dsp(ctx: Context) -> Kernel:
+def depthwise_dsp(ctx: Context) -> LayerCode:
     """DEPTHWISE_CONV_2D: four channels per pass over zero-point padded input rows."""
     sim = ctx.sim
     assert isinstance(sim, DepthwiseConv2D)
@@ -344,6 +344,6 @@ def depthwise_dsp(ctx: Context) -> Kernel:
         tile = f"1x{mult}"
     else:
         tile = "1x4" if cin >= DW_GROUP else "1x1"
-    return Kernel(template="dsp/dwconv.c.j2", op="dwconv2d", variant=variant, tile=tile,
+    return LayerCode(template="dsp/dwconv.c.j2", op="dwconv2d", variant=variant, tile=tile,
                   params=params, consts=consts,
                   scratch_bytes=4 * params["ACC_OFS"] + 4 * n)

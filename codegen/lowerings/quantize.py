@@ -12,7 +12,7 @@ import numpy as np
 from qlane.sim.fixedpoint import dtype_range
 from qlane.sim.ops.quantize import Dequantize, Quantize
 
-from ..lowering import Const, Context, Kernel, Unsupported, lowering
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from .activation import requant_kernel
 from .common import ctype
 
@@ -29,7 +29,7 @@ def cfloat(v: float) -> str:
 
 
 @lowering("QUANTIZE", isa="c")
-def quantize_c(ctx: Context) -> Kernel:
+def quantize_c(ctx: Context) -> LayerCode:
     """float32: ``clamp(round_half_away(x / scale) + zp)``; 8 bit: requantization."""
     sim = ctx.sim
     assert isinstance(sim, Quantize)
@@ -40,12 +40,12 @@ def quantize_c(ctx: Context) -> Kernel:
     n = out.size
     params = dict(T=ctype(out.dtype), n=n, scale=cfloat(sim.out_scale), zp=sim.out_zp, lo=lo,
                   hi=hi)
-    return Kernel(template="c/quantize_f32.c.j2", op="quantize", variant=f"f32n{n}",
+    return LayerCode(template="c/quantize_f32.c.j2", op="quantize", variant=f"f32n{n}",
                   params=params)
 
 
 @lowering("DEQUANTIZE", isa="c")
-def dequantize_c(ctx: Context) -> Kernel:
+def dequantize_c(ctx: Context) -> LayerCode:
     """``scale * (float)(q - zp)`` in float32, per tensor or per axis."""
     sim = ctx.sim
     assert isinstance(sim, Dequantize)
@@ -59,7 +59,7 @@ def dequantize_c(ctx: Context) -> Kernel:
     if not x.quant.per_axis:
         params = dict(T=ctype(x.dtype), n=n, per_axis=False, scale=cfloat(x.quant.s),
                       zp=int(zps[0]))
-        return Kernel(template="c/dequantize.c.j2", op="dequantize", variant=f"n{n}",
+        return LayerCode(template="c/dequantize.c.j2", op="dequantize", variant=f"n{n}",
                       params=params)
     axis = x.quant.axis
     channels = x.shape[axis]
@@ -69,5 +69,5 @@ def dequantize_c(ctx: Context) -> Kernel:
               Const("zp", zps.astype(np.int32), "per-channel zero points")]
     params = dict(T=ctype(x.dtype), n=n, per_axis=True, outer=outer, channels=channels,
                   inner=inner)
-    return Kernel(template="c/dequantize.c.j2", op="dequantize", variant=f"n{n}c{channels}",
+    return LayerCode(template="c/dequantize.c.j2", op="dequantize", variant=f"n{n}c{channels}",
                   params=params, consts=consts)
