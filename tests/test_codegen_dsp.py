@@ -22,11 +22,6 @@ from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import Report, verify
 from qlane.sim import load_tflite
-from qlane.sim.fixedpoint import (
-    mul_by_quantized_multiplier,
-    mul_by_quantized_multiplier_double_ties_up,
-    quantize_multiplier,
-)
 from qlane.sim.graph import Graph
 from qlane.sim.interpreter import Interpreter
 from qlane.sim.ops.conv import out_size
@@ -352,50 +347,6 @@ def test_channel_groups_cover_every_channel_once() -> None:
         groups = dsp.channel_groups(n, 4)
         assert [c for c0, size in groups for c in range(c0, c0 + size)] == list(range(n))
         assert all(size in (1, 2, 4) for _, size in groups)
-
-
-@pytest.mark.parametrize("rounding", ["double", "single"])
-def test_requantization_spellings_equal_the_primitives(rounding: str) -> None:
-    """The SMMULR / SMMUL and one-floor SMLAL forms against sim.fixedpoint, in numpy."""
-    up = mul_by_quantized_multiplier_double_ties_up
-    rng = np.random.default_rng(3)
-    real = np.exp(rng.uniform(np.log(1e-9), np.log(0.99), 400))
-    m, s = quantize_multiplier(real, rounding)
-    a = np.concatenate([rng.integers(-(2**30) + 1, 2**30, 3000),
-                        [-(2**30) + 1, 2**30 - 1, 0, -1, 1]])
-    for mi, si in zip(m, s):
-        want = mul_by_quantized_multiplier(a, mi, si, rounding)
-        mm = dsp.mm_requant(np.array([mi]), np.array([si]), rounding, 2**30 - 1)
-        if mm is not None:
-            mult, rnd, sh = (int(v[0]) for v in mm)
-            e = 0 if mi == 0 else -int(si)
-            if rounding == "double":
-                h = (2 * a * mult + 2**31) >> 32  # SMMULR(2a, M)
-                got = h if e == 0 else (h + rnd + (h >> 31)) >> sh
-            elif e == 1:
-                got = (a * mult + 2**31) >> 32  # SMMULR(a, M)
-            else:
-                got = (((a * mult) >> 32) + rnd) >> sh  # SMMUL
-            np.testing.assert_array_equal(got, want, err_msg=f"mm M={mi} shift={si}")
-            if rounding == "double" and e:  # the ties-up form: no (h >> 31) fix-up
-                np.testing.assert_array_equal((h + rnd) >> sh, up(a, mi, si))
-        if rounding == "double":
-            fused_up = dsp.fused_requant(np.array([mi]), np.array([si]), rounding, ties_up=True)
-            if fused_up is not None:
-                mult, kpos, kneg, sh = (int(v[0]) for v in fused_up)
-                assert kpos == kneg
-                wide = np.concatenate([a, [-(2**31), 2**31 - 1]])
-                np.testing.assert_array_equal(((wide * mult + kpos) >> 32) >> sh,
-                                              up(wide, mi, si), err_msg=f"M={mi} shift={si}")
-        fused = dsp.fused_requant(np.array([mi]), np.array([si]), rounding)
-        if fused is not None:
-            mult, kpos, kneg, sh = (int(v[0]) for v in fused)
-            wide = np.concatenate([a, [-(2**31), 2**31 - 1]])
-            k = np.where(wide < 0, kneg, kpos)
-            got = (((wide * mult + k) >> 32) >> sh)
-            np.testing.assert_array_equal(
-                got, mul_by_quantized_multiplier(wide, mi, si, rounding),
-                err_msg=f"fused M={mi} shift={si}")
 
 
 def test_weights_are_packed_in_loop_order() -> None:

@@ -34,6 +34,7 @@ import numpy as np
 
 from qlane.sim.fixedpoint import INT32_MAX, dtype_range
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected, Window
+from qlane.sim.requant import RequantPlan
 
 from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
@@ -75,12 +76,10 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, aboun
     """How the layer turns an int32 sum ``a`` (``|a| <= abound``) into an output.
 
     Reads ``sim.requant``: its rounding (the uint8 depthwise kernel keeps double rounding under
-    "single"), its kind ("float" for LiteRT FULLY_CONNECTED) and the folded multipliers.
-    Fixed-point requantization is folded into one 64-bit multiply, add and shift,
-    ``(a * M * 2^l + k - [a < 0] * c) >> d``: single rounding is ``floor((a*M + 2^(30-s)) /
-    2^(31-s))``; double rounding (SRDHM ties up, then RDBPOT ties away) nests into one floor
-    with ``k = 2^30 + 2^(30+e)``, ``c = 2^31`` (for ``e = -s >= 1``), ``d = 31 + e``, exact
-    while ``a * 2^l`` cannot wrap; otherwise the gemmlowp sequence (``qlane_requant_double``).
+    "single"), its kind ("float" for LiteRT FULLY_CONNECTED) and its plan: the ``folded`` form
+    of `qlane.sim.requant` (one 64-bit multiply, add and shift) while ``a * 2^l`` cannot wrap,
+    else the ``reference`` form (``qlane_requant_double``). The C keeps the sign term of the
+    folded form under ReLU-like clamps too.
     """
     rq = sim.requant
     zp, lo, hi = int(sim.qo.zp), int(sim.lo), int(sim.hi)
@@ -91,24 +90,18 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, aboun
         q["per_channel"] = not _uniform(scale)
         q["scales"] = [float(v).hex() for v in (scale if q["per_channel"] else scale[:1])]
         return q, consts
-    m = np.broadcast_to(np.asarray(sim.multiplier, np.int64), (n,))
-    s = np.broadcast_to(np.asarray(sim.shift, np.int64), (n,))
+    plan = RequantPlan(sim.multiplier, sim.shift, zp, lo, hi, rq.rounding, bound=abound,
+                       channels=n)
+    m, s = plan.multiplier, plan.shift
     assert np.all(m >= 0) and np.all(m < 2**31) and np.all(s >= -31) and np.all(s <= 31)
+    folded = plan.folded(ties_up=False)
     single = rq.rounding == "single"
-    left = 0 if single else int(np.maximum(s, 0).max(initial=0))
-    no_wrap = left == 0 or abound << left <= INT32_MAX
-    q["kind"] = "single" if single else "double" if no_wrap else "gemmlowp"
-    q["per_channel"] = not (_uniform(m) and _uniform(s))
+    q["kind"] = "single" if single else "double" if folded is not None else "gemmlowp"
+    q["per_channel"] = not plan.uniform
     q["m"], q["s"] = int(m[0]), int(s[0])
-    if q["kind"] == "single":
-        q["d"] = 31 - q["s"]
-        q["k"] = 1 << (30 - q["s"])
-    elif q["kind"] == "double":
-        e = max(-q["s"], 0)
-        q["ml"] = q["m"] << max(q["s"], 0)
-        q["k"] = (1 << 30) + ((1 << (30 + e)) if e else 0)
-        q["c"] = (1 << 31) if e else 0
-        q["d"] = 31 + e
+    if folded is not None:
+        q["ml"], q["k"], q["c"], q["d"] = (int(folded.m[0]), int(folded.k[0]),
+                                           int(folded.c[0]), int(folded.d[0]))
     if q["per_channel"]:
         consts += [Const("m", m.astype(np.int32), "Q31 multiplier per output channel"),
                    Const("s", s.astype(np.int32), "power-of-two shift per output channel")]

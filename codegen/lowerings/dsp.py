@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from qlane.sim.fixedpoint import ties_up_exact
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected
+from qlane.sim.requant import RequantPlan
 
 from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
@@ -98,14 +98,17 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
                    ) -> tuple[dict[str, Any], list[Const]]:
     """How the C code turns an int32 accumulator (bias included) into an output byte.
 
-    ``bound`` bounds ``|acc|`` before the bias. The cheapest exact spelling is chosen:
-    ``"mm"`` (SMMULR / SMMUL and an ASR), ``"fused"`` (SMLAL and an ASR), the generic
-    ``qlane_requant_*`` of qlane_fixedpoint.h, or ``"float"`` (LiteRT FULLY_CONNECTED).
+    ``bound`` bounds ``|acc|`` before the bias. The cheapest exact form of the layer's
+    `qlane.sim.requant.RequantPlan` is chosen: ``"mm"`` (``high_mul``: SMMULR / SMMUL and an
+    ASR), ``"fused"`` (SMLAL and an ASR), the ``reference`` ``qlane_requant_*`` of
+    qlane_fixedpoint.h (``"generic"``), or ``"float"`` (LiteRT FULLY_CONNECTED).
     """
     rq = sim.requant
     dtype = np.dtype(sim.dtype)
     full = (rq.lo, rq.hi) == ((-128, 127) if dtype == np.int8 else (0, 255))
-    ties_up = rq.rounding != "single" and ties_up_exact(rq.lo, rq.zp)
+    plan = RequantPlan(rq.multiplier, rq.shift, rq.zp, rq.lo, rq.hi, rq.rounding,
+                       bound=int(bound) + int(np.abs(rq.bias).max(initial=0)), channels=n)
+    ties_up = plan.ties_up
     params: dict[str, Any] = dict(
         zp=rq.zp, lo=rq.lo, hi=rq.hi, full_range=full, signed=dtype == np.int8,
         T=ctype(dtype), kind=rq.kind, rounding=rq.rounding, acc_scale=1, ties_up=ties_up,
@@ -118,99 +121,46 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
         params["scale_uniform"] = bool(np.all(scale == scale[0]))
         params["scale"] = [repr(float(s)) for s in scale]
         return params, consts
-    m = np.broadcast_to(np.asarray(rq.multiplier, np.int64), (n,))
-    s = np.broadcast_to(np.asarray(rq.shift, np.int64), (n,))
-    abound = int(bound) + int(np.abs(rq.bias).max(initial=0))
-    tiers: list[tuple[str, tuple[np.ndarray, ...] | None]] = [
-        ("mm", mm_requant(m, s, rq.rounding, abound)),
-        ("fused", fused_requant(m, s, rq.rounding, ties_up)),
-    ]
-    for kind, folded in tiers:
-        if folded is None:
-            continue
-        params["kind"] = kind
-        if kind == "mm":
-            e = -s[m != 0]
-            params["mm"] = ("smmul" if np.all(e >= 2) else "smmulr") if rq.rounding == "single" \
-                else ("dbl" if np.all(e >= 1) else "dbl0")
-        names = ("mult", "rnd", "shift") if kind == "mm" else ("mult", "kpos", "kneg", "shift")
-        arrays = dict(zip(names, folded))
-        if params.get("mm") in ("smmulr", "dbl0"):
+    m, s = plan.multiplier, plan.shift
+    dtypes = {"mult": np.int32, "rnd": np.int32, "shift": np.int32, "kpos": np.int64,
+              "kneg": np.int64}
+    high = plan.high_mul()
+    fused = plan.fused()
+    if high is not None:
+        params["kind"], params["mm"] = "mm", high.variant
+        arrays = {"mult": high.m, "rnd": high.rnd, "shift": high.shift}
+        if high.variant in ("smmulr", "dbl0"):
             del arrays["rnd"], arrays["shift"]
-        if kind == "fused":
-            params["signed_k"] = bool(np.any(arrays["kpos"] != arrays["kneg"]))
-            if not params["signed_k"]:
-                del arrays["kneg"]
-        uniform = all(np.all(v == v[0]) for v in arrays.values())
+    elif fused is not None:
+        params["kind"] = "fused"
+        arrays = {"mult": fused.m, "kpos": fused.k, "kneg": fused.k - fused.c,
+                  "shift": fused.d - 32}
+        params["signed_k"] = bool(np.any(fused.c != 0))
+        if not params["signed_k"]:
+            del arrays["kneg"]
+    else:
+        params["kind"] = "generic"
+        uniform = plan.uniform
         params["uniform"] = uniform
         if uniform:
-            params.update({k: int(v[0]) for k, v in arrays.items()})
+            params["mult"], params["shift"] = int(m[0]), int(s[0])
         else:
-            dtypes = {"mult": np.int32, "rnd": np.int32, "shift": np.int32, "kpos": np.int64,
-                      "kneg": np.int64}
-            consts += [Const(k, v.astype(dtypes[k]), f"requantization: {k} per channel")
-                       for k, v in arrays.items()]
-        if params.get("mm") in ("dbl", "dbl0"):
-            # SMMULR(2 acc, M): the kernel accumulates 2 acc (weights and bias doubled)
-            params["acc_scale"] = 2
-            consts[0] = Const("bias", wrap32(2 * rq.bias).astype(np.int32),
-                              "2 x bias (the accumulator holds 2 acc)")
+            consts += [Const("mult", m.astype(np.int32), "Q31 multipliers per channel"),
+                       Const("shift", s.astype(np.int32), "shifts per channel")]
         return params, consts
-    params["kind"] = "generic"
-    uniform = bool(np.all(m == m[0]) and np.all(s == s[0]))
+    uniform = all(np.all(v == v[0]) for v in arrays.values())
     params["uniform"] = uniform
     if uniform:
-        params["mult"], params["shift"] = int(m[0]), int(s[0])
+        params.update({k: int(v[0]) for k, v in arrays.items()})
     else:
-        consts += [Const("mult", m.astype(np.int32), "Q31 multipliers per channel"),
-                   Const("shift", s.astype(np.int32), "shifts per channel")]
+        consts += [Const(k, v.astype(dtypes[k]), f"requantization: {k} per channel")
+                   for k, v in arrays.items()]
+    if params.get("mm") in ("dbl", "dbl0"):
+        # SMMULR(2 acc, M): the kernel accumulates 2 acc (weights and bias doubled)
+        params["acc_scale"] = 2
+        consts[0] = Const("bias", wrap32(2 * rq.bias).astype(np.int32),
+                          "2 x bias (the accumulator holds 2 acc)")
     return params, consts
-
-
-def mm_requant(m: np.ndarray, s: np.ndarray, rounding: str, abound: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """MultiplyByQuantizedMultiplier with a 32-bit high multiply, or None where it is not exact.
-
-    Double rounding: SRDHM(a, M) = floor((a*M + 2^30) / 2^31) = SMMULR(2a, M) when
-    |a| < 2^30 (``abound``), then RDBPOT by e = -shift as ``(h + 2^(e-1) - [h < 0]) >> e``.
-    Single rounding: ``floor((a*M + 2^(30+e)) / 2^(31+e)) = (SMMUL(a, M) + 2^(e-2)) >> (e-1)``
-    for e >= 2 (any a), ``SMMULR(a, M)`` for e = 1. Returns (M, rounding addend, shift).
-    """
-    e = np.where(m == 0, 2, -s).astype(np.int64)
-    if rounding == "single":
-        if np.all(e == 1):
-            return m, np.zeros_like(e), np.zeros_like(e)
-        if np.any(e < 2) or np.any(e > 31):
-            return None
-        return m, np.left_shift(np.int64(1), e - 2), e - 1
-    if abound >= 2**30 or np.any(e > 31) or np.any(e < 0) or (np.any(e == 0) and np.any(e)):
-        return None
-    rnd = np.where(e > 0, np.left_shift(np.int64(1), np.maximum(e - 1, 0)), 0)
-    return m, rnd, e
-
-
-def fused_requant(m: np.ndarray, s: np.ndarray, rounding: str, ties_up: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """One SMLAL and one ASR for MultiplyByQuantizedMultiplier when every shift is <= -1.
-
-    With ``e = -shift >= 1`` both roundings are one floor (as in the simulator's Requantizer):
-    double ``floor((a*M + 2^30 + 2^(30+e) - 2^31*[a < 0]) / 2^(31+e))`` (SRDHM's ties up nested
-    in RDBPOT's ties away), single ``floor((a*M + 2^(30+e)) / 2^(31+e))``; the high word of the
-    64-bit sum shifted right by ``e - 1`` is that floor. Returns (M, K for a >= 0, K for a < 0,
-    e - 1) per channel, or None when a shift is >= 0 (left shifts wrap in int32 first).
-    A zero multiplier gives 0 under any exponent: it takes e = 1. ``ties_up`` (double rounding
-    whose negative ties may round up) drops the ``[a < 0]`` term: K is the same for both signs.
-    """
-    e = np.where(m == 0, 1, -s).astype(np.int64)
-    if np.any(e < 1) or np.any(e > 31):
-        return None
-    if rounding == "single":
-        kpos = np.left_shift(np.int64(1), 30 + e)
-        kneg = kpos
-    else:
-        kpos = (np.int64(1) << 30) + np.left_shift(np.int64(1), 30 + e)
-        kneg = kpos if ties_up else kpos - (np.int64(1) << 31)
-    return m.astype(np.int64), kpos.astype(np.int64), kneg.astype(np.int64), e - 1
 
 
 def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> int:

@@ -17,6 +17,7 @@ from qlane.sim.fixedpoint import ties_up_exact
 from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected, Requantizer, Window
 from qlane.sim.ops.elementwise import ADD_LEFT_SHIFT, AddSub
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
+from qlane.sim.requant import RequantPlan
 
 from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
@@ -76,30 +77,20 @@ def _out_stage(zp: int, lo: int, hi: int, dt: np.dtype) -> dict[str, Any]:
 
 def _requant(mult: Any, shift: Any, rounding: str, n_pad: int, name: str = "rq",
              floor: bool = False) -> tuple[dict[str, Any], list[Const]]:
-    """Requantization constants: mode, per-tensor literals or per-channel arrays (padded).
-
-    Modes: ``double`` (qlane_requant_double_s32x4 with left = max(s, 0), right = min(s, 0)),
-    ``double_up`` (the same without the negative-tie fix-up; only for outputs clamped at or above
-    the zero point, ``floor``, where it is exact), ``single_neg`` (every shift <= -1: VQDMULH +
-    VRSHL) and ``single`` (64-bit products). ``left`` is False when no left shift is needed.
-    """
+    """Requantization constants of the ``lanes`` form (`qlane.sim.requant.Lanes`): mode,
+    per-tensor literals or per-channel arrays (padded). ``floor``: the output is clamped at or
+    above its zero point, so the ``double_up`` mode (no tie fix-up) is exact."""
     m = np.atleast_1d(np.asarray(mult, np.int64))
-    s = np.broadcast_to(np.asarray(shift, np.int64), m.shape)
-    if rounding == "single":
-        if np.any((s < -31) | (s > 30)):
-            raise Unsupported("single-rounding shift outside [-31, 30]")
-        mode = "single_neg" if bool(np.all(s <= -1)) else "single"
-        a, b = s, np.zeros_like(s)
-    elif rounding in ("double", "litert"):
-        if np.any((s < -31) | (s > 31)):
-            raise Unsupported("shift outside [-31, 31]")
-        mode = "double_up" if floor else "double"
-        a, b = np.maximum(s, 0), np.minimum(s, 0)
-    else:
-        raise Unsupported(f"rounding {rounding!r}")
-    uniform = bool(np.all(m == m[0]) and np.all(s == s[0]))
+    plan = RequantPlan(m, np.broadcast_to(np.asarray(shift, np.int64), m.shape), 0, 0, 0,
+                       rounding)
+    try:
+        lanes = plan.lanes(ties_up=floor)
+    except ValueError as e:
+        raise Unsupported(str(e)) from None
+    mode, a, b = lanes.mode, lanes.left, lanes.right
+    uniform = plan.uniform
     double = mode.startswith("double")
-    left = not double or bool(np.any(a != 0))
+    left = lanes.needs_left
     params = {"mode": mode, "pc": not uniform, "name": name, "left": left,
               "m": int(m[0]), "a": int(a[0]), "b": int(b[0])}
     consts = []
@@ -117,8 +108,7 @@ def _requant(mult: Any, shift: Any, rounding: str, n_pad: int, name: str = "rq",
 
 def _layer_requant(req: Requantizer, n_pad: int) -> tuple[dict[str, Any], list[Const]]:
     """:func:`_requant` of a conv / FC requantizer; no tie fix-up where its clamp allows."""
-    return _requant(req.multiplier, req.shift, req.rounding, n_pad,
-                    floor=ties_up_exact(req.lo, req.zp))
+    return _requant(req.multiplier, req.shift, req.rounding, n_pad, floor=req.plan.ties_up)
 
 
 def _fixed_requantizer(sim: Any) -> Requantizer:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..fixedpoint import (
-    INT32_MAX,
     INT32_MIN,
     Rounding,
     dtype_range,
@@ -31,6 +30,7 @@ from ..fixedpoint import (
 )
 from ..graph import Graph, Operator, Tensor
 from ..quant import ACTIVATIONS, QuantParams, activation_range
+from ..requant import RequantPlan
 from .base import Kernel, register
 
 F32_EXACT = 2**24
@@ -245,7 +245,10 @@ class Requantizer:
         self._rows: dict[int, tuple] = {}
         self._off = 128 if self.dtype == np.int8 else 0
         abound = int(bound) + int(np.abs(self.bias).max(initial=0))
-        self.wraps = abound > INT32_MAX
+        self.plan = RequantPlan(self.multiplier, self.shift, self.zp, self.lo, self.hi, rounding,
+                                bound=abound, channels=self.channels, kind=kind,
+                                real_scale=real_scale)
+        self.wraps = self.plan.wraps
         if kind == "float":
             self.path = "float"
         elif self.wraps or not self._fold(abound):
@@ -256,26 +259,14 @@ class Requantizer:
         return self.path in ("f64", "i64")
 
     def _fold(self, abound: int) -> bool:
-        """Fold multiplier, shifts, bias and zero point; False if a left shift could wrap."""
-        m, s = self.multiplier, self.shift
-        if self.rounding == "single":
-            left = np.zeros_like(s)
-            den = 31 - s
-            k_num = np.left_shift(np.int64(1), 30 - s)
-            corr = np.zeros_like(s)
-        else:
-            left, e = np.maximum(s, 0), np.maximum(-s, 0)
-            if abound << int(left.max(initial=0)) > INT32_MAX:
-                return False
-            den = 31 + e
-            k_num = (np.int64(1) << 30) + np.where(e >= 1, np.int64(1) << (30 + e), 0)
-            corr = np.where(e >= 1, np.int64(1) << 31, 0)
-        # a < 0 gives y <= 0: under a ReLU-like clamp (lo >= zp) those outputs are lo anyway
-        if not np.any(corr) or self.lo >= self.zp:
-            corr = np.zeros_like(corr)
+        """The plan's ``folded`` form with the bias and zero point folded in; False if a left
+        shift could wrap."""
+        folded = self.plan.folded()
+        if folded is None:
+            return False
+        m_left, k_num, corr, den = folded.m, folded.k, folded.c, folded.d
         n = self.channels
         z = self.zp + self._off
-        m_left = m << left
         worst = abound * int(m_left.max(initial=0)) + int(k_num.max(initial=0)) \
             + (abs(z) + 1) * 2 ** int(den.max(initial=0))
         if worst < F64_EXACT:
