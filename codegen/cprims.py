@@ -29,6 +29,7 @@ from typing import Any
 
 import jinja2
 
+from qlane.sim import transcendental as _transcendental  # noqa: F401  (registers primitives)
 from qlane.sim.fixedpoint import PRIMITIVES
 
 from .isa import ISAS as _REGISTRY
@@ -187,6 +188,73 @@ C_FUNCTIONS: tuple[CFunction, ...] = (
         "qlane_sat_s16", "saturate", "int16_t", ((_S32, "x"),), _clamp("int16_t", -32768, 32767),
         overrides={"dsp": "return (int16_t)__ssat(x, 16);"}, detail="lo = -32768, hi = 32767",
         notes={"dsp": "SSAT #16"},
+    ),
+    # --- gemmlowp helpers of SOFTMAX and the int16 ones of HARD_SWISH ---------------------------
+    CFunction(
+        "qlane_sat_mul_pot", "saturating_rounding_multiply_by_pot", _S32,
+        ((_S32, "x"), ("int", "exponent")), """
+if (exponent <= 0) {
+    return exponent == 0 ? x : qlane_rdbpot(x, -exponent);
+}
+const int32_t threshold = (int32_t)(((int64_t)1 << (31 - exponent)) - 1);
+if (x > threshold) {
+    return INT32_MAX;
+}
+if (x < -threshold) {
+    return INT32_MIN;
+}
+return qlane_wrap_s32((uint32_t)x << exponent);
+""", detail="-31 <= exponent <= 31",
+    ),
+    CFunction(
+        "qlane_one_over_one_plus_x", "one_over_one_plus_x_for_x_in_0_1", _S32, ((_S32, "a"),),
+        """
+const int64_t s = (int64_t)a + INT32_MAX; /* RoundingHalfSum(a, 1) */
+const int32_t half_denominator = (int32_t)((s + (s >= 0 ? 1 : -1)) / 2);
+/* Q2.29: 48/17 - 32/17 * half_denominator, then three Newton-Raphson steps */
+int32_t x = qlane_wrap_s32((uint32_t)1515870810 +
+                           (uint32_t)qlane_srdhm(half_denominator, -1010580540));
+for (int k = 0; k < 3; ++k) {
+    const int32_t one_minus = qlane_wrap_s32(((uint32_t)1 << 29) -
+                                             (uint32_t)qlane_srdhm(half_denominator, x));
+    x = qlane_wrap_s32((uint32_t)x + (uint32_t)qlane_sat_mul_pot(qlane_srdhm(x, one_minus), 2));
+}
+return qlane_sat_mul_pot(x, 1); /* Q2.29 / 2 as Q1.30, rescaled to Q0.31 */
+""", detail="0 <= a",
+    ),
+    CFunction(
+        "qlane_srdhm_s16", "saturating_rounding_doubling_high_mul_int16", _S32, _XY, """
+if (a == -32768 && b == -32768) {
+    return 32767;
+}
+const int32_t ab = a * b;
+return (ab + (ab >= 0 ? (1 << 14) : 1 - (1 << 14))) / (1 << 15);
+""", detail="a, b in the int16 range",
+    ),
+    CFunction(
+        "qlane_sdhm_s16", "saturating_doubling_high_mul_int16", _S32, _XY, """
+if (a == -32768 && b == -32768) {
+    return 32767;
+}
+return (a * b) / (1 << 15);
+""", detail="a, b in the int16 range",
+    ),
+    CFunction(
+        "qlane_sat_shl_s16", "saturating_left_shift_int16", _S32,
+        ((_S32, "x"), ("int", "amount")), """
+const int32_t v = x * ((int32_t)1 << amount);
+return v < -32768 ? -32768 : (v > 32767 ? 32767 : v);
+""", detail="x in the int16 range, 0 <= amount <= 16",
+    ),
+    CFunction(
+        "qlane_rdbpot_s16", "rounding_divide_by_pot_int16", _S32,
+        ((_S32, "x"), ("int", "exponent")), """
+/* the reference keeps (1 << exponent) - 1 in an int16: -1 from exponent 16 on */
+const int32_t mask = (int32_t)(((((int64_t)1 << exponent) - 1 + 32768) & 0xFFFF) - 32768);
+const int32_t remainder = x & mask;
+const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+return (x >> exponent) + (remainder > threshold ? 1 : 0);
+""", detail="x in the int16 range, 0 <= exponent <= 31",
     ),
     # --- NEON: four lanes per call -------------------------------------------------------------
     CFunction(

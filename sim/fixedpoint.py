@@ -39,17 +39,25 @@ class Primitive:
     meaning: str
     saturation: str
     instruction: str
+    vector: bool = True  # NEON kernels also get a four-lane spelling
 
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def _primitive(meaning: str, saturation: str, instruction: str):
+def primitive(meaning: str, saturation: str, instruction: str, vector: bool = True):
+    """Register the decorated function in `PRIMITIVES` (each needs a C spelling per ISA in
+    `qlane.codegen.cprims`; ``vector=False``: scalar spellings only)."""
+
     def register(fn):
-        PRIMITIVES[fn.__name__] = Primitive(fn.__name__, meaning, saturation, instruction)
+        PRIMITIVES[fn.__name__] = Primitive(fn.__name__, meaning, saturation, instruction,
+                                            vector)
         return fn
 
     return register
+
+
+_primitive = primitive
 
 
 def _i64(x) -> np.ndarray:

@@ -21,6 +21,7 @@ from .fixedpoint import (
     INT32_MIN,
     Rounding,
     mul_by_quantized_multiplier,
+    primitive,
     round_half_away,
     rounding_divide_by_pot,
     saturating_rounding_doubling_high_mul,
@@ -123,6 +124,13 @@ def select(mask, then_val: FixedPoint, else_val: FixedPoint) -> FixedPoint:
     return FixedPoint(np.where(mask, then_val.raw, else_val.raw), then_val.integer_bits)
 
 
+@primitive(
+    meaning="x * 2^exponent: an exact left shift for exponent > 0, rounded half away from zero "
+    "for exponent < 0",
+    saturation="a left shift saturates to INT32_MIN / INT32_MAX once |x| > 2^(31 - exponent) - 1",
+    instruction="SQSHL / VQSHL by an immediate (left); VRSHL after a sign fix-up (right); "
+    "gemmlowp SaturatingRoundingMultiplyByPOT", vector=False,
+)
 def saturating_rounding_multiply_by_pot(x, exponent: int) -> np.ndarray:
     """``x * 2^exponent`` on int32 raw values (gemmlowp SaturatingRoundingMultiplyByPOT).
 
@@ -242,6 +250,13 @@ def _newton_reciprocal_of_half_denominator(half_denominator: FixedPoint) -> Fixe
     return x
 
 
+@primitive(
+    meaning="1 / (1 + a) for Q0.31 a in [0, 1), as Q0.31, by three Newton-Raphson steps on "
+    "Q2.29 (error below 5e-9)",
+    saturation="a = 0 gives 1.0, which saturates to INT32_MAX",
+    instruction="VQRDMULH / SQRDMULH chains; gemmlowp one_over_one_plus_x_for_x_in_0_1",
+    vector=False,
+)
 def one_over_one_plus_x_for_x_in_0_1(a: FixedPoint) -> FixedPoint:
     """1 / (1 + a) for Q0.31 ``a`` in [0, 1), as Q0.31 (Newton-Raphson division).
 
@@ -368,6 +383,12 @@ def calculate_input_radius(
 # int16 helpers of the reference HardSwish (``reference/hard_swish.h``).
 
 
+@primitive(
+    meaning="round(a * b / 2^15) of int16 a and b, ties away from zero: the Q15 product",
+    saturation="INT16_MIN * INT16_MIN gives INT16_MAX (the only case)",
+    instruction="SQRDMULH Vd.8H / VQRDMULH.S16; gemmlowp SaturatingRoundingDoublingHighMul "
+    "on int16", vector=False,
+)
 def saturating_rounding_doubling_high_mul_int16(a, b) -> np.ndarray:
     """Q15 product ``round(a * b / 2^15)``, ties away from zero (NEON VQRDMULH.S16).
 
@@ -379,6 +400,12 @@ def saturating_rounding_doubling_high_mul_int16(a, b) -> np.ndarray:
     return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, res)
 
 
+@primitive(
+    meaning="a * b / 2^15 of int16 a and b, truncated toward zero",
+    saturation="INT16_MIN * INT16_MIN gives INT16_MAX (the only case)",
+    instruction="SQDMULH Vd.8H / VQDMULH.S16; gemmlowp SaturatingDoublingHighMul on int16",
+    vector=False,
+)
 def saturating_doubling_high_mul_int16(a, b) -> np.ndarray:
     """Q15 product ``a * b / 2^15`` truncated toward zero (ARM SQDMULH).
 
@@ -389,11 +416,24 @@ def saturating_doubling_high_mul_int16(a, b) -> np.ndarray:
     return np.where((a == INT16_MIN) & (b == INT16_MIN), INT16_MAX, res)
 
 
+@primitive(
+    meaning="x * 2^amount of an int16 x, 0 <= amount <= 16",
+    saturation="clamped to [INT16_MIN, INT16_MAX]",
+    instruction="SQSHL Vd.8H / VQSHL.S16 by an immediate; gemmlowp SaturatingLeftShift",
+    vector=False,
+)
 def saturating_left_shift_int16(x, amount: int) -> np.ndarray:
     """``x * 2^amount`` clamped to the int16 range."""
     return np.clip(_i64(x) * (1 << amount), INT16_MIN, INT16_MAX)
 
 
+@primitive(
+    meaning="round(x / 2^exponent) of an int16 x, ties away from zero, with the reference's "
+    "int16 mask (1 << exponent) - 1, which is -1 for exponent >= 16",
+    saturation="none for exponent <= 15; from 16 on the result is 1 for x >= 0, -1 for x < 0",
+    instruction="VRSHL.S16 after a sign fix-up; gemmlowp RoundingDivideByPOT on int16",
+    vector=False,
+)
 def rounding_divide_by_pot_int16(x, exponent: int) -> np.ndarray:
     """gemmlowp RoundingDivideByPOT on int16 values: ``x / 2^exponent``, ties away from zero.
 

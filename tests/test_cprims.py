@@ -16,6 +16,7 @@ import pytest
 
 from qlane.codegen import cprims
 from qlane.sim import fixedpoint as fp
+from qlane.sim import transcendental as tr
 from qlane.sim.simd import INSTRUCTIONS, pack, unpack
 
 INT32_MIN, INT32_MAX = fp.INT32_MIN, fp.INT32_MAX
@@ -53,6 +54,12 @@ SCALAR = {
     "sat_s8": Fn("qlane_sat_s8(a0[i])", 1, "int8_t"),
     "sat_u8": Fn("qlane_sat_u8(a0[i])", 1, "uint8_t"),
     "sat_s16": Fn("qlane_sat_s16(a0[i])", 1, "int16_t"),
+    "sat_mul_pot": Fn("qlane_sat_mul_pot(a0[i], (int)a1[i])", 2),
+    "one_over_one_plus_x": Fn("qlane_one_over_one_plus_x(a0[i])", 1),
+    "srdhm_s16": Fn("qlane_srdhm_s16(a0[i], a1[i])", 2),
+    "sdhm_s16": Fn("qlane_sdhm_s16(a0[i], a1[i])", 2),
+    "sat_shl_s16": Fn("qlane_sat_shl_s16(a0[i], (int)a1[i])", 2),
+    "rdbpot_s16": Fn("qlane_rdbpot_s16(a0[i], (int)a1[i])", 2),
 }
 VECTOR = {
     "srdhm_v": Fn(f"vst1q_s32(out + i, qlane_srdhm_s32x4({_v(0)}, {_v(1)}));", 2, step=4),
@@ -281,6 +288,7 @@ def primitive_cases(isa: str, kind: str) -> list[Case]:
         Case("requant_double_up", (xd, md, sd), i32,
              fp.mul_by_quantized_multiplier_double_ties_up(xd, md, sd)),
     ]
+    cases += helper_cases(rng, kind)
     if isa == "neon":
         neg = ss < 0
         xn, mn, sn = _pad([xs[neg], ms[neg], ss[neg]])
@@ -301,6 +309,53 @@ def primitive_cases(isa: str, kind: str) -> list[Case]:
         ]
         cases += intrinsic_cases(a, b, rng, kind)
     return cases
+
+
+def _by_value(fn, x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``fn(x, k)`` for a primitive whose second argument is one integer."""
+    out = np.zeros(len(x), np.int64)
+    for v in np.unique(k):
+        sel = k == v
+        out[sel] = fn(x[sel], int(v))
+    return out
+
+
+def helper_cases(rng: np.random.Generator, kind: str) -> list[Case]:
+    """SOFTMAX's gemmlowp helpers and HARD_SWISH's int16 ones, against sim.transcendental."""
+    i16 = np.array([-32768, -32767, -16384, -1, 0, 1, 2, 3, 127, 128, 16383, 16384, 32766,
+                    32767], np.int64)
+    if kind == "edge":
+        px, pe = (v.ravel() for v in np.meshgrid(edge_values(), np.arange(-31, 32)))
+        recip = np.unique(np.concatenate([edge_values(), np.arange(0, 1 << 20, 997)]))
+        ha, hb = (v.ravel() for v in np.meshgrid(np.arange(-32768, 32768, 61), i16))
+        hx, hs = (v.ravel() for v in np.meshgrid(np.arange(-32768, 32768, 7), np.arange(17)))
+        dx, de = (v.ravel() for v in np.meshgrid(np.arange(-32768, 32768, 5), np.arange(32)))
+    else:
+        n = N_RANDOM
+        px, pe = random_int32(rng, n), rng.integers(-31, 31, n, endpoint=True)
+        recip = rng.integers(0, INT32_MAX, n, endpoint=True)
+        ha, hb = rng.integers(-32768, 32767, (2, n), endpoint=True)
+        hx, hs = rng.integers(-32768, 32767, n, endpoint=True), rng.integers(0, 16, n,
+                                                                             endpoint=True)
+        dx, de = rng.integers(-32768, 32767, n, endpoint=True), rng.integers(0, 31, n,
+                                                                             endpoint=True)
+    recip = recip[recip >= 0]
+    px, pe = _pad([px, pe])
+    (recip,) = _pad([recip])
+    ha, hb = _pad([ha, hb])
+    hx, hs = _pad([hx, hs])
+    dx, de = _pad([dx, de])
+    i32 = np.dtype(np.int32)
+    one_over = tr.one_over_one_plus_x_for_x_in_0_1(tr.FixedPoint(recip, 0)).raw
+    return [
+        Case("sat_mul_pot", (px, pe), i32,
+             _by_value(tr.saturating_rounding_multiply_by_pot, px, pe)),
+        Case("one_over_one_plus_x", (recip,), i32, one_over),
+        Case("srdhm_s16", (ha, hb), i32, tr.saturating_rounding_doubling_high_mul_int16(ha, hb)),
+        Case("sdhm_s16", (ha, hb), i32, tr.saturating_doubling_high_mul_int16(ha, hb)),
+        Case("sat_shl_s16", (hx, hs), i32, _by_value(tr.saturating_left_shift_int16, hx, hs)),
+        Case("rdbpot_s16", (dx, de), i32, _by_value(tr.rounding_divide_by_pot_int16, dx, de)),
+    ]
 
 
 def intrinsic_cases(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
@@ -474,7 +529,7 @@ def test_every_primitive_has_a_c_spelling_per_isa() -> None:
     for name in fp.PRIMITIVES:
         for isa in ISAS:
             assert cprims.spellings(name, isa), f"{name} has no scalar C spelling on {isa}"
-        for isa in cprims.VECTOR_ISAS:
+        for isa in cprims.VECTOR_ISAS if fp.PRIMITIVES[name].vector else ():
             assert cprims.spellings(name, isa, vector=True), f"{name}: no vector spelling on {isa}"
     for f in cprims.C_FUNCTIONS:
         assert f.primitive in fp.PRIMITIVES, f"{f.name} spells unknown primitive {f.primitive}"

@@ -78,16 +78,11 @@ def relu_c(ctx: Context) -> LayerCode:
                           sim.act_min, sim.act_max)
 
 
-def _rdbpot16(exponent: int) -> dict[str, int]:
-    """Constants of the reference's int16 RoundingDivideByPOT by ``exponent`` (0..31).
-
-    The reference stores ``(1 << exponent) - 1`` in an int16, which is -1 from 16 on.
-    """
+def _rdbpot16(exponent: int) -> int:
+    """The exponent of an int16 RoundingDivideByPOT (qlane_rdbpot_s16 takes 0..31)."""
     if not 0 <= exponent <= 31:
         raise Unsupported(f"int16 rounding shift {exponent} outside [0, 31]")
-    mask = (1 << exponent) - 1
-    mask = ((mask + 2**15) & 0xFFFF) - 2**15
-    return {"exp": exponent, "mask": mask}
+    return exponent
 
 
 @lowering("HARD_SWISH", isa="c")
