@@ -12,6 +12,7 @@ import jinja2
 import numpy as np
 
 from qlane import __version__
+from qlane.errors import QlaneError
 from qlane.sim.fixedpoint import Rounding
 from qlane.sim.graph import Graph
 from qlane.sim.interpreter import Interpreter
@@ -29,7 +30,7 @@ ARENA_ALIGN = 16
 MANIFEST = "manifest.json"
 
 
-class GenerateError(ValueError):
+class GenerateError(QlaneError, ValueError):
     """The model cannot be generated for this target, or the output directory is unsafe."""
 
 
@@ -70,6 +71,76 @@ def _carray(values: np.ndarray, per_line: int = 16) -> str:
         items = [_cint(v) for v in flat]
     lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
     return ",\n    ".join(lines) if lines else "0"
+
+
+@dataclass(frozen=True)
+class TemplateTarget:
+    """The facts of a target that templates print."""
+
+    name: str
+    zig_target: str
+    zig_cpu: str
+
+
+@dataclass(frozen=True)
+class TemplateConst:
+    """A constant array as a template declares it; ``values`` is a read-only numeric array."""
+
+    suffix: str
+    ctype: str
+    values: np.ndarray
+    comment: str  # already escaped for a C comment
+
+
+@dataclass(frozen=True)
+class TemplateLayer:
+    """One lowered layer as templates see it: sanitised names and plain kernel parameters."""
+
+    index: int
+    symbol: str
+    comment: str
+    isa: str
+    isa_note: str  # already escaped for a C comment
+    op: str  # the kernel's op tag (conv2d, add, ...), not the model's operator
+    template: str
+    scratch_bytes: int
+    consts: tuple[TemplateConst, ...]
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TemplatePlan:
+    """The arena sizes templates print."""
+
+    arena_bytes: int
+    naive_bytes: int
+
+
+@dataclass(frozen=True)
+class TemplateCall:
+    """One layer call of the invoke function: argument expressions in C."""
+
+    layer: TemplateLayer
+    ins: tuple[str, ...]
+    outs: tuple[str, ...]
+    scratch: str
+
+
+def _readonly(values: np.ndarray) -> np.ndarray:
+    view = np.asarray(values).view()
+    view.flags.writeable = False
+    return view
+
+
+def template_layer(layer: Layer) -> TemplateLayer:
+    """The plain, sanitised template view of a lowered layer."""
+    kernel = layer.kernel
+    consts = tuple(TemplateConst(c.suffix, c.ctype, _readonly(c.values), c_comment(c.comment))
+                   for c in kernel.consts)
+    return TemplateLayer(
+        index=layer.index, symbol=layer.symbol, comment=layer.comment, isa=layer.spec.isa,
+        isa_note=c_comment(layer.isa_note), op=kernel.op, template=kernel.template,
+        scratch_bytes=kernel.scratch_bytes, consts=consts, params=dict(kernel.params))
 
 
 @dataclass
@@ -142,30 +213,32 @@ def generate(graph: Graph, target: Target, name: str | None = None,
             return f"outputs[{graph.outputs.index(t)}]"
         return f"a + {plan.offsets[f't{t}']}"
 
+    views = [template_layer(layer) for layer in layers]
     calls = []
-    for layer in layers:
-        scratch = (f"a + {plan.offsets[f's{layer.index}']}" if layer.kernel.scratch_bytes
-                   else "0")
-        calls.append({"layer": layer, "ins": [loc(t) for t in layer.inputs],
-                      "outs": [loc(t) for t in layer.outputs], "scratch": scratch})
+    for layer, view in zip(layers, views):
+        scratch = f"a + {plan.offsets[f's{layer.index}']}" if view.scratch_bytes else "0"
+        calls.append(TemplateCall(view, tuple(loc(t) for t in layer.inputs),
+                                  tuple(loc(t) for t in layer.outputs), scratch))
+    inputs = [_io_entry(graph, i) for i in graph.inputs]
+    outputs = [_io_entry(graph, i) for i in graph.outputs]
     common = dict(
-        name=prefix, version=__version__, target=target, rounding=rounding, layers=layers,
-        calls=calls, plan=plan, headers=sorted(headers), arena_align=ARENA_ALIGN,
-        inputs=[_io_entry(graph, i) for i in graph.inputs],
-        outputs=[_io_entry(graph, i) for i in graph.outputs],
+        name=prefix, version=__version__, rounding=str(rounding),
+        target=TemplateTarget(target.name, target.zig_target, target.zig_cpu),
+        layers=tuple(views), calls=tuple(calls),
+        plan=TemplatePlan(plan.arena_bytes, plan.naive_bytes), headers=sorted(headers),
+        arena_align=ARENA_ALIGN, inputs=inputs, outputs=outputs,
         model_comment=c_comment(graph.name),
     )
     files: dict[str, str] = dict(headers)
     files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     files[f"{prefix}.c"] = env.get_template("model.c.j2").render(**common)
-    for layer in layers:
-        fname = f"{prefix}_l{layer.index:03d}.c"
-        kernel = layer.kernel
-        consts = {c.suffix: f"{layer.symbol}_{c.suffix}" for c in kernel.consts}
+    requant = f"qlane_requant_{'single' if rounding == 'single' else 'double'}"
+    for view in views:
+        fname = f"{prefix}_l{view.index:03d}.c"
+        consts = {c.suffix: f"{view.symbol}_{c.suffix}" for c in view.consts}
         files[fname] = env.get_template("layer.c.j2").render(
-            **common, layer=layer, fn=layer.symbol, k=kernel, p=kernel.params, c=consts,
-            requant=f"qlane_requant_{'single' if rounding == 'single' else 'double'}",
-            isa_headers=ISAS[layer.spec.isa].headers,
+            **common, layer=view, fn=view.symbol, k=view, p=view.params, c=consts,
+            requant=requant, isa_headers=ISAS[view.isa].headers,
         )
     files["main.c"] = env.get_template("main.c.j2").render(**common)
     sources = sorted(f for f in files if f.endswith(".c") and f != "main.c")
@@ -188,8 +261,8 @@ def generate(graph: Graph, target: Target, name: str | None = None,
         "sources": sources,
         "headers": sorted([f"{prefix}.h", *headers]),
         "include_dirs": ["."],
-        "inputs": common["inputs"],
-        "outputs": common["outputs"],
+        "inputs": inputs,
+        "outputs": outputs,
         "layers": [
             {
                 "index": layer.index,

@@ -6,11 +6,13 @@ import html
 from pathlib import Path
 from typing import Any
 
+from qlane.errors import QlaneError
+
 from .estimate import Estimate
 from .names import c_identifier, parse_symbol
 
 
-class ReportError(RuntimeError):
+class ReportError(QlaneError, RuntimeError):
     """The report cannot be written (matplotlib missing, or the directory is unusable)."""
 
 

@@ -15,13 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qlane.errors import QlaneError
+
 from .isa import ARCHES, ISAS
 
 PROFILES = ("A", "M", "portable")
 """Architecture profiles: application (A-class), microcontroller (M-class), or no chip."""
 
 
-class TargetError(ValueError):
+class TargetError(QlaneError, ValueError):
     """An unknown target name or a malformed target file."""
 
 

@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from qlane.errors import QlaneError
+
 from .quant import QuantParams
 
 
-class ModelError(ValueError):
+class ModelError(QlaneError, ValueError):
     """A model qlane cannot read or run; the message names the tensor or operator."""
 
 
