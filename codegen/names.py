@@ -87,8 +87,7 @@ def c_identifier(text: str, fallback: str = "model") -> str:
 
 def c_comment(text: str, limit: int = 120) -> str:
     """Untrusted text made safe inside a ``/* ... */`` comment: printable ASCII, no delimiters."""
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
-    clean = clean.replace("*/", "* /").replace("/*", "/ *").replace("\\", "/")
-    while "??" in clean:  # no trigraphs
-        clean = clean.replace("??", "? ?")
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text).replace("\\", "/")
+    while any(s in clean for s in ("*/", "/*", "??")):  # no delimiters, no trigraphs
+        clean = clean.replace("*/", "* /").replace("/*", "/ *").replace("??", "? ?")
     return clean[:limit]

@@ -41,6 +41,11 @@ def test_comments_cannot_escape() -> None:
     clean = c_comment(hostile)
     assert "*/" not in clean and "/*" not in clean and "\n" not in clean
     assert "??" not in clean and "\\" not in clean and "\x00" not in clean
+    # a backslash becomes "/" before the delimiters are broken up, so none can form afterwards
+    for text in ("a\\*b", "/\\*", "*\\/", "**//**", "/*/", "???"):
+        clean = c_comment(text)
+        assert "*/" not in clean and "/*" not in clean and "??" not in clean, (text, clean)
+        assert c_comment(clean) == clean  # idempotent
 
 
 def test_planner_reuses_memory_without_overlap() -> None:
