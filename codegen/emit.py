@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -20,10 +22,11 @@ from qlane.sim.interpreter import Interpreter
 from . import lowerings as _lowerings  # noqa: F401  (registers the lowerings)
 from .cprims import header_files
 from .isa import ISAS
-from .lowering import Context, Layer, lower_layer
+from .lowering import C_TYPES, Context, Layer, lower_layer
 from .names import c_comment, c_identifier
+from .placement import STACK_BYTES, board_items, place, ram_regions
 from .planner import Buffer, Plan, plan_arena
-from .targets import Target
+from .targets import Region, Target
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 ARENA_ALIGN = 16
@@ -80,6 +83,31 @@ class TemplateTarget:
     name: str
     zig_target: str
     zig_cpu: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TemplateRegion:
+    """A memory of the chip as the board linker script names it."""
+
+    name: str
+    kind: str
+    origin: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class TemplateBoard:
+    """The bare-metal example of a Cortex-M target: compiler flags, memories, placement."""
+
+    flags: tuple[str, ...]
+    flash: TemplateRegion
+    main: TemplateRegion  # holds .data, .bss and the stack
+    ram_regions: tuple[TemplateRegion, ...]  # main first
+    all_regions: tuple[TemplateRegion, ...]
+    arena_region: str
+    regions: MappingProxyType  # buffer name (input0, output0) -> region name
+    stack_bytes: int
 
 
 @dataclass(frozen=True)
@@ -174,6 +202,51 @@ def _buffers(graph: Graph, layers: list[Layer]) -> list[Buffer]:
     return bufs
 
 
+BOARD_FILES = ("board.c", "startup.c", "qlane_rt.c")
+"""Sources of the bare-metal example (not part of the library)."""
+EXAMPLE_FILES = ("main.c", *BOARD_FILES)
+BOARD_STATIC_BYTES = 1024
+"""RAM the board example's own globals and the C library's take besides the placed buffers
+(reserved in its main region by the placement)."""
+
+
+def _board(target: Target, plan: Plan, inputs: list[dict[str, Any]],
+           outputs: list[dict[str, Any]]) -> TemplateBoard | None:
+    """The board example's facts, for Cortex-M targets whose memories are described."""
+    flash = target.regions_of("flash")
+    ram = ram_regions(target)
+    if not target.m_profile or not flash or not ram or not all(r.origin or r.bytes
+                                                               for r in ram):
+        return None
+    placement = place(board_items(plan.arena_bytes, [t["bytes"] for t in inputs],
+                                  [t["bytes"] for t in outputs], BOARD_STATIC_BYTES), ram)
+
+    def view(r: Region) -> TemplateRegion:
+        return TemplateRegion(c_identifier(r.name, "region"), r.kind, r.origin, r.bytes)
+
+    names = [f"input{k}" for k in range(len(inputs))] + [f"output{k}" for k in
+                                                         range(len(outputs))]
+    return TemplateBoard(
+        flags=tuple(f for f in target.cflags if not f.startswith(("-std", "-O"))),
+        flash=view(flash[0]), main=view(ram[0]), ram_regions=tuple(view(r) for r in ram),
+        all_regions=tuple(view(r) for r in sorted(target.regions, key=lambda r: r.origin)
+                          if r.kind),
+        arena_region=c_identifier(placement.region_of("arena"), "region"),
+        regions=MappingProxyType({n: c_identifier(placement.region_of(n), "region")
+                                  for n in names}),
+        stack_bytes=STACK_BYTES,
+    )
+
+
+def fnv1a(arrays: Sequence[np.ndarray]) -> int:
+    """FNV-1a (32 bits) over the bytes of ``arrays`` in order: the examples' output checksum."""
+    h = 2166136261
+    for a in arrays:
+        for byte in np.ascontiguousarray(a).tobytes():
+            h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h
+
+
 def _io_entry(graph: Graph, index: int) -> dict[str, Any]:
     t = graph.tensors[index]
     q = t.quant
@@ -182,6 +255,8 @@ def _io_entry(graph: Graph, index: int) -> dict[str, Any]:
         "index": index,
         "shape": list(t.shape),
         "dtype": np.dtype(t.dtype).name,
+        "ctype": C_TYPES[np.dtype(t.dtype)],
+        "count": int(t.size),
         "bytes": t.nbytes,
         "scale": None if q is None else float(q.s),
         "zero_point": None if q is None else q.zp,
@@ -189,8 +264,13 @@ def _io_entry(graph: Graph, index: int) -> dict[str, Any]:
 
 
 def generate(graph: Graph, target: Target, name: str | None = None,
-             rounding: Rounding = "double") -> Project:
-    """Lower every layer of ``graph`` for ``target`` and render the project's files."""
+             rounding: Rounding = "double", sample: Sequence[np.ndarray] | None = None,
+             sample_source: str = "") -> Project:
+    """Lower every layer of ``graph`` for ``target`` and render the project's files.
+
+    ``sample`` (one array per model input, of the input's shape) is embedded for the examples
+    together with the simulator's checksum of its outputs.
+    """
     prefix = c_identifier(name or graph.name)
     interp = Interpreter(graph, rounding)
     layers = []
@@ -223,7 +303,8 @@ def generate(graph: Graph, target: Target, name: str | None = None,
     outputs = [_io_entry(graph, i) for i in graph.outputs]
     common = dict(
         name=prefix, version=__version__, rounding=str(rounding),
-        target=TemplateTarget(target.name, target.zig_target, target.zig_cpu),
+        target=TemplateTarget(target.name, target.zig_target, target.zig_cpu,
+                              c_comment(target.description)),
         layers=tuple(views), calls=tuple(calls),
         plan=TemplatePlan(plan.arena_bytes, plan.naive_bytes), headers=sorted(headers),
         arena_align=ARENA_ALIGN, inputs=inputs, outputs=outputs,
@@ -240,11 +321,32 @@ def generate(graph: Graph, target: Target, name: str | None = None,
             **common, layer=view, fn=view.symbol, k=view, p=view.params, c=consts,
             requant=requant, isa_headers=ISAS[view.isa].headers,
         )
-    files["main.c"] = env.get_template("main.c.j2").render(**common)
-    sources = sorted(f for f in files if f.endswith(".c") and f != "main.c")
+    given, checksum = None, 0
+    if sample is not None:
+        given = _sample(graph, sample)
+        outs = interp.run([x[None] for x in given]).outputs
+        checksum = fnv1a([y[0] for y in outs])
+    board = _board(target, plan, inputs, outputs)
+    extra = dict(sample=tuple(x.reshape(-1) for x in given) if given else None,
+                 sample_checksum=checksum, board=board,
+                 sample_source=c_comment(sample_source or "the first sample given"))
+    files[f"{prefix}_sample.h"] = env.get_template("sample.h.j2").render(**common, **extra)
+    files["main.c"] = env.get_template("main.c.j2").render(**common, **extra)
+    if board is not None:
+        files["board.c"] = env.get_template("board.c.j2").render(**common, **extra)
+        files["startup.c"] = env.get_template("board_startup.c.j2").render(**common, **extra)
+        files[f"{prefix}.ld"] = env.get_template("board.ld.j2").render(**common, **extra)
+        files["cmake/arm-none-eabi.cmake"] = env.get_template(
+            "cmake/arm-none-eabi.cmake.j2").render(**common, **extra)
+        files["qlane_rt.c"] = _plain_template("qlane_rt.c")
+    if target.zig_target:
+        files["cmake/zig.cmake"] = env.get_template("cmake/zig.cmake.j2").render(
+            **common, **extra)
+    sources = sorted(f for f in files if f.endswith(".c") and f not in EXAMPLE_FILES)
     files["CMakeLists.txt"] = env.get_template("CMakeLists.txt.j2").render(
-        **common, sources=sources)
-    files["Makefile"] = env.get_template("Makefile.j2").render(**common, sources=sources)
+        **common, **extra, sources=sources)
+    files["Makefile"] = env.get_template("Makefile.j2").render(**common, **extra,
+                                                                sources=sources)
     flash = sum(layer.const_bytes for layer in layers)
     project.manifest = {
         "generator": f"qlane {__version__}",
@@ -283,6 +385,30 @@ def generate(graph: Graph, target: Target, name: str | None = None,
     files[MANIFEST] = json.dumps(project.manifest, indent=1) + "\n"
     project.files = files
     return project
+
+
+def _sample(graph: Graph, sample: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One read-only array per model input, checked against the input's shape and dtype."""
+    tensors = graph.input_tensors
+    if len(sample) != len(tensors):
+        raise GenerateError(f"the sample has {len(sample)} arrays; the model has "
+                            f"{len(tensors)} inputs")
+    out = []
+    for k, (x, t) in enumerate(zip(sample, tensors)):
+        x = np.asarray(x)
+        if tuple(x.shape) != tuple(t.shape) or x.dtype != np.dtype(t.dtype):
+            raise GenerateError(f"sample input {k} is {x.dtype.name} {list(x.shape)}; the model "
+                                f"needs {np.dtype(t.dtype).name} {list(t.shape)}")
+        x = np.ascontiguousarray(x).copy()
+        x.flags.writeable = False
+        out.append(x)
+    return out
+
+
+def _plain_template(name: str) -> str:
+    from importlib import resources
+
+    return (resources.files("qlane.templates") / name).read_text(encoding="utf-8")
 
 
 def content_hash(project: Project) -> str:
@@ -324,6 +450,7 @@ def write_project(project: Project, outdir: str | Path) -> list[Path]:
     written = []
     for fname in sorted(project.files):
         path = out / fname
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(project.files[fname])
         written.append(path)
     return written

@@ -29,13 +29,17 @@ class TargetError(QlaneError, ValueError):
 
 @dataclass(frozen=True)
 class Region:
-    """One memory of the chip: capacity, and the wait states of a read that misses its cache."""
+    """One memory of the chip: kind, address range, and the wait states of a read that misses
+    its cache."""
 
-    name: str  # "flash" | "sram"
+    name: str  # "flash", "sram", "ccm", ...
     bytes: int  # 0: unbounded (DRAM-backed cores)
     wait_states: int = 0
     line_bytes: int = 0  # bytes one access fetches (flash line)
     cache_bytes: int = 0  # read cache in front of it (e.g. the STM32 ART accelerator)
+    kind: str = ""  # "flash" (code, constants) | "ram" (data, stack) | "" (not placed)
+    origin: int = 0
+    note: str = ""  # what the datasheet says about it (contiguity, DMA, ...)
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,11 @@ class Target:
         """The chip memory called ``name`` ("flash", "sram"), if described."""
         return next((r for r in self.regions if r.name == name), None)
 
+    def regions_of(self, kind: str) -> tuple[Region, ...]:
+        """The chip's memories of one kind ("flash" or "ram"), largest first."""
+        return tuple(sorted((r for r in self.regions if r.kind == kind),
+                            key=lambda r: (-r.bytes, r.origin)))
+
 
 # --- schema ----------------------------------------------------------------------------------
 
@@ -139,9 +148,10 @@ _TOP = {
     "name": str, "description": str, "core": str, "arch": str, "profile": str, "isa": list,
     "features": dict, "clock_hz": _INT, "sram_bytes": _INT, "flash_bytes": _INT,
     "cflags": list, "zig_target": str, "zig_cpu": str, "unicorn_cpu": str,
-    "memory": dict, "cost": dict,
+    "memory": dict, "cost": dict, "regions": list,
 }
-_OPTIONAL_TOP = {"core", "profile", "memory", "cost"}
+_OPTIONAL_TOP = {"core", "profile", "memory", "cost", "regions"}
+_REGION = {"name": str, "kind": str, "origin": _INT, "bytes": _INT, "note": str}
 _MEMORY = {"flash_origin", "flash_bytes", "ram_origin", "ram_bytes", "stack_bytes"}
 _COST = {
     "pipeline": str, "issue_width": _INT, "peak_macs_per_cycle": _NUM,
@@ -236,6 +246,43 @@ def _cost(name: str, data: dict[str, Any], clock: int, sram: int, flash: int) ->
     )
 
 
+def _regions(where: str, table: list[Any], cost: CostModel | None, flash: int,
+             sram: int) -> tuple[Region, ...]:
+    """The chip's memories: ``[[regions]]`` when given (each placed at an address), else one
+    flash and one SRAM region of ``flash_bytes`` / ``sram_bytes``."""
+    ws = dict(wait_states=cost.flash_wait_states, line_bytes=cost.flash_line_bytes,
+              cache_bytes=cost.flash_cache_bytes) if cost else {}
+    if not table:
+        return (Region("flash", flash, **ws, kind="flash" if flash else ""),
+                Region("sram", sram, cost.sram_wait_states if cost else 0,
+                       kind="ram" if sram else ""))
+    out = []
+    for k, r in enumerate(table):
+        at = f"{where} [[regions]] #{k + 1}"
+        if not isinstance(r, dict):
+            raise TargetError(f"{at} must be a table")
+        _check_keys(at, r, _REGION, {"name", "kind", "origin", "bytes"})
+        for key, v in r.items():
+            _typed(at, key, v, _REGION[key])
+        if r["kind"] not in ("flash", "ram"):
+            raise TargetError(f"{at}: kind must be 'flash' or 'ram'")
+        extra = ws if r["kind"] == "flash" else {}
+        out.append(Region(r["name"], int(r["bytes"]), **extra, kind=r["kind"],
+                          origin=int(r["origin"]), note=r.get("note", "")))
+    names = [r.name for r in out]
+    if len(set(names)) != len(names):
+        raise TargetError(f"{where}: [[regions]] names must be unique")
+    spans = sorted((r.origin, r.origin + r.bytes, r.name) for r in out)
+    for (_, end, a), (lo, _, b) in zip(spans, spans[1:]):
+        if lo < end:
+            raise TargetError(f"{where}: [[regions]] {a} and {b} overlap")
+    if sum(r.bytes for r in out if r.kind == "flash") != flash:
+        raise TargetError(f"{where}: flash_bytes must equal the flash regions' sum")
+    if sum(r.bytes for r in out if r.kind == "ram") != sram:
+        raise TargetError(f"{where}: sram_bytes must equal the RAM regions' sum")
+    return tuple(out)
+
+
 def parse_target(name: str, text: str) -> Target:
     """A `Target` from the text of ``targets/<name>.toml``; `TargetError` names what is wrong."""
     where = f"target file {name}.toml"
@@ -282,11 +329,7 @@ def parse_target(name: str, text: str) -> Target:
         raise TargetError(f"{where}: [memory] needs a zig_target to link for")
     clock, sram, flash = int(data["clock_hz"]), int(data["sram_bytes"]), int(data["flash_bytes"])
     cost = _cost(name, data, clock, sram, flash)
-    regions = (
-        Region("flash", flash, cost.flash_wait_states if cost else 0,
-               cost.flash_line_bytes if cost else 0, cost.flash_cache_bytes if cost else 0),
-        Region("sram", sram, cost.sram_wait_states if cost else 0),
-    )
+    regions = _regions(where, data.get("regions", []), cost, flash, sram)
     return Target(
         name=name, description=data["description"], core=data.get("core", ""),
         arch=data["arch"], profile=profile, isa=isa, features=dict(features), clock_hz=clock,

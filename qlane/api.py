@@ -325,13 +325,30 @@ def simulate(model: ModelLike, inputs: Sequence[np.ndarray], rounding: Rounding 
 
 @_one_line_errors
 def generate(model: ModelLike, target: TargetLike, name: str | None = None,
-             rounding: Rounding = "double", out: str | os.PathLike[str] | None = None
+             rounding: Rounding = "double", out: str | os.PathLike[str] | None = None,
+             sample: Sequence[np.ndarray] | str | os.PathLike[str] | None = None
              ) -> Project:
-    """The C project of ``model`` for ``target``; also written to ``out`` if given."""
-    project = emit.generate(load_model(model), load_target(target), name=name, rounding=rounding)
+    """The C project of ``model`` for ``target``; also written to ``out`` if given.
+
+    ``sample``: inputs for the examples (one array per model input, or an NPZ path whose first
+    sample is taken); the project embeds it with the simulator's checksum of its outputs.
+    """
+    graph = load_model(model)
+    source = ""
+    if isinstance(sample, str | os.PathLike):
+        source = f"sample 0 of {Path(sample).name}"
+        sample = [x[0] for x in read_inputs(sample, graph)]
+    project = emit.generate(graph, load_target(target), name=name, rounding=rounding,
+                            sample=sample, sample_source=source)
     if out is not None:
         emit.write_project(project, out)
     return project
+
+
+def output_checksum(outputs: Sequence[np.ndarray]) -> int:
+    """FNV-1a (32 bits) of every byte of one sample's outputs, in order: the number the
+    generated examples print (and the board example stores) for that sample."""
+    return emit.fnv1a(outputs)
 
 
 @_one_line_errors

@@ -120,6 +120,10 @@ def simulate(model: str, inputs_path: str | None, output_path: str, rounding: st
         if flat.shape[1] > 1:
             line += f"  argmax per sample {flat.argmax(axis=1).tolist()[:8]}"
         click.echo(line)
+    sums = [f"0x{api.output_checksum([y[s] for y in result.outputs]):08x}"
+            for s in range(min(n, 8))]
+    click.echo(f"  checksum per sample (FNV-1a of every output byte, as the generated examples "
+               f"print it): {' '.join(sums)}{' ...' if n > 8 else ''}")
     click.echo(f"wrote {out}")
     if tens is not None:
         api.save_npz(tens, {f"t{i}": v for i, v in sorted(result.tensors.items())})
@@ -145,12 +149,16 @@ def targets() -> None:
               help="Directory for the generated project.")
 @click.option("--name", help="C prefix of the generated API (default: from the model file).")
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
-def generate(model: str, target_name: str, outdir: str, name: str | None, rounding: str) -> None:
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
+              help="NPZ whose first sample the examples run (with the simulator's checksum).")
+def generate(model: str, target_name: str, outdir: str, name: str | None, rounding: str,
+             inputs_path: str | None) -> None:
     """Generate C99 sources for MODEL on a target chip."""
     with _errors():
         graph = api.load_model(model)
         target = api.load_target(target_name)
-        project = api.generate(graph, target, name=name, rounding=rounding, out=outdir)
+        project = api.generate(graph, target, name=name, rounding=rounding, out=outdir,
+                               sample=inputs_path)
     m = project.manifest
     isas: dict[str, int] = {}
     for layer in m["layers"]:
@@ -160,6 +168,9 @@ def generate(model: str, target_name: str, outdir: str, name: str | None, roundi
                f"{len(m['sources'])} sources")
     click.echo(f"arena {m['arena_bytes']:,} bytes (naive {m['arena_naive_bytes']:,}), "
                f"flash {m['flash_bytes']:,} bytes of constants")
+    builds = "make example" + (" | make board | make zig-board" if "board.c" in m["files"]
+                               else "")
+    click.echo(f"build: {builds} (see {Path(outdir) / 'Makefile'})")
 
 
 class _ProgressBars:
