@@ -20,6 +20,8 @@ from string import Template
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from qlane.errors import QlaneError
+
 from .emit import Project, content_hash, write_project
 from .isa import ARCHES
 from .targets import SENTINEL, LinkLayout, Target  # noqa: F401  (SENTINEL re-exported)
@@ -52,7 +54,7 @@ int memcmp(const void *a, const void *b, size_t n);
 PCH_HEADER = "#include <arm_neon.h>\n"
 """Precompiled once per AArch64 build: parsing arm_neon.h costs ~0.7 s per file otherwise."""
 
-class CrossError(RuntimeError):
+class CrossError(QlaneError, RuntimeError):
     """The project could not be cross-compiled or linked for the target."""
 
     def __init__(self, message: str, log: str = "") -> None:

@@ -48,6 +48,14 @@ class Arch:
     pointer_bytes: int
     mca_triple: str  # llvm-mca -mtriple
     comment: str  # assembler comment character (llvm-mca input)
+    capstone: tuple[str, ...] = ()  # decoder: capstone CS_ARCH_<first>, CS_MODE_<rest> or'd
+    unicorn: tuple[str, str] = ("", "")  # emulator: unicorn UC_ARCH_<arch>, UC_MODE_<mode>
+    arg_regs: tuple[str, ...] = ()  # integer/pointer argument registers, in order
+    return_reg: str = ""  # int32 result
+    link_reg: str = ""  # return address
+    stack_reg: str = "sp"
+    pc_reg: str = "pc"
+    code_bit: int = 0  # or'd into a code address to run it in this state (Thumb: 1)
 
 
 ISAS: dict[str, Isa] = {
@@ -63,9 +71,14 @@ ISAS: dict[str, Isa] = {
 """Every kernel ISA; a target lists the ones it runs, best first, ``c`` last."""
 
 ARCHES: dict[str, Arch] = {
-    "thumb": Arch("thumb", "thumb", "link_thumb.ld", "unicorn", 4, "thumbv7em-none-eabi", "@"),
+    "thumb": Arch("thumb", "thumb", "link_thumb.ld", "unicorn", 4, "thumbv7em-none-eabi", "@",
+                  capstone=("ARM", "THUMB", "MCLASS", "V8"), unicorn=("ARM", "THUMB"),
+                  arg_regs=("r0", "r1", "r2", "r3"), return_reg="r0", link_reg="lr",
+                  code_bit=1),
     "aarch64": Arch("aarch64", "aarch64", "link_aarch64.ld", "unicorn", 8, "aarch64-none-elf",
-                    "#"),
+                    "#", capstone=("ARM64", "ARM"), unicorn=("ARM64", "ARM"),
+                    arg_regs=tuple(f"x{i}" for i in range(8)), return_reg="x0",
+                    link_reg="x30"),
 }
 """Every instruction set qlane cross-compiles for and runs in a machine backend."""
 

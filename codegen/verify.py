@@ -7,72 +7,22 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qlane.errors import QlaneError
 from qlane.sim.graph import Graph
-from qlane.sim.interpreter import Interpreter
 
+from .compare import Report, Spec, compare
 from .cprims import build_cffi_module
 from .emit import Project, content_hash, generate, write_project
 from .isa import ISAS
 from .targets import Target
 
 
-@dataclass
-class Mismatch:
-    """The first differing element of a layer: sample, flat index in the output, values."""
-
-    sample: int
-    output: int
-    index: int
-    got: int
-    expected: int
-
-
-@dataclass
-class LayerResult:
-    """Verification of one layer over every sample."""
-
-    index: int
-    op: str
-    kernel: str
-    isa: str
-    bit_exact: bool = True
-    differing: int = 0
-    first: Mismatch | None = None
-
-
-@dataclass
-class Report:
-    """Verification of a model on one target."""
-
-    model: str
-    target: str
-    rounding: str
-    samples: int
-    layers: list[LayerResult]
-    model_bit_exact: bool
-    model_first: Mismatch | None = None
-    arena_bytes: int = 0
-    outputs: list[np.ndarray] = field(default_factory=list, repr=False)
-
-
-    @property
-    def bit_exact(self) -> bool:
-        return self.model_bit_exact and all(r.bit_exact for r in self.layers)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["outputs"]
-        d["bit_exact"] = self.bit_exact
-        return d
-
-
-class BuildError(RuntimeError):
+class BuildError(QlaneError, RuntimeError):
     """The generated C did not compile on the host."""
 
 
@@ -180,16 +130,20 @@ def _aligned(buf: np.ndarray, align: int = 16) -> np.ndarray:
     return buf[off:]
 
 
-def _first(got: np.ndarray, want: np.ndarray, sample: int, output: int) -> Mismatch | None:
-    diff = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
-    if diff.size == 0:
-        return None
-    i = int(diff[0])
-    return Mismatch(sample, output, i, _num(got.reshape(-1)[i]), _num(want.reshape(-1)[i]))
+class _HostRunner:
+    """A host build as a comparison runner: one sample per call."""
 
+    batch = 1
 
-def _num(v: Any) -> Any:
-    return float(v) if np.asarray(v).dtype.kind == "f" else int(v)
+    def __init__(self, build: HostBuild) -> None:
+        self.build = build
+
+    def run_layer(self, index: int, inputs: Sequence[np.ndarray],
+                  out_specs: Sequence[Spec]) -> list[np.ndarray]:
+        return [o[None] for o in self.build.run_layer(index, [x[0] for x in inputs], out_specs)]
+
+    def invoke(self, inputs: Sequence[np.ndarray], out_specs: Sequence[Spec]) -> list[np.ndarray]:
+        return [o[None] for o in self.build.invoke([x[0] for x in inputs], out_specs)]
 
 
 def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
@@ -204,35 +158,4 @@ def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
     """
     project = generate(graph, target, name=name, rounding=rounding)
     build = HostBuild(project, build_root)
-    sim = Interpreter(graph, rounding).run(inputs, keep=True)
-    tensors = sim.tensors
-    results = [LayerResult(layer.index, layer.op.opcode, layer.symbol, layer.spec.isa)
-               for layer in project.layers]
-    samples = inputs[0].shape[0]
-    specs = {i: (graph.tensors[i].shape, np.dtype(graph.tensors[i].dtype))
-             for i in range(len(graph.tensors))}
-    model_first = None
-    model_ok = True
-    c_outputs = [np.zeros((samples, *specs[t][0]), specs[t][1]) for t in graph.outputs]
-    for s in range(samples):
-        for layer, res in zip(project.layers, results):
-            got = build.run_layer(layer.index, [tensors[t][s] for t in layer.inputs],
-                                  [specs[t] for t in layer.outputs])
-            for k, t in enumerate(layer.outputs):
-                mm = _first(got[k], tensors[t][s], s, k)
-                if mm is not None:
-                    res.bit_exact = False
-                    res.differing += int(np.count_nonzero(
-                        got[k].reshape(-1) != tensors[t][s].reshape(-1)))
-                    res.first = res.first or mm
-        outs = build.invoke([x[s] for x in inputs], [specs[t] for t in graph.outputs])
-        for k, t in enumerate(graph.outputs):
-            c_outputs[k][s] = outs[k]
-            mm = _first(outs[k], tensors[t][s], s, k)
-            if mm is not None:
-                model_ok = False
-                model_first = model_first or mm
-        if progress:
-            progress(s + 1)
-    return Report(graph.name, target.name, rounding, samples, results, model_ok, model_first,
-                  arena_bytes=project.plan.arena_bytes, outputs=c_outputs)
+    return compare(graph, project, target.name, rounding, inputs, _HostRunner(build), progress)

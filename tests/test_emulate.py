@@ -28,13 +28,8 @@ from conftest import ZOO, ZOO_MODELS, zoo_inputs, zoo_reference  # noqa: E402
 from peers import merge_graphs  # noqa: E402
 from qlane.codegen.cross import CrossError, build_elf  # noqa: E402
 from qlane.codegen.emit import GenerateError, generate  # noqa: E402
-from qlane.codegen.emulate import (  # noqa: E402
-    CLASSES,
-    EmulationError,
-    EmulationReport,
-    Emulator,
-    emulate_verify,
-)
+from qlane.codegen.emulate import EmulationReport, emulate_verify  # noqa: E402
+from qlane.codegen.machine import CLASSES, EmulationError, machine_for  # noqa: E402
 from qlane.codegen.targets import load_target  # noqa: E402
 from qlane.codegen.verify import Report  # noqa: E402
 from qlane.sim import load_tflite  # noqa: E402
@@ -177,7 +172,7 @@ def test_block_counts_match_per_instruction_hook(target: str, build_root: Path) 
     """
     tg = load_target(target)
     graph, inputs = _merged(["i8_add_7x9x3"])
-    emu = Emulator(build_elf(generate(graph, tg), tg, build_root), tg)
+    emu = machine_for(build_elf(generate(graph, tg), tg, build_root), tg)
     spec = [((1, 7, 9, 3), np.int8)]
     one = [x[:1] for x in inputs]
     _, counts = emu.run_layer(0, one, spec, count_samples=[0], dispatch=True)
@@ -210,7 +205,7 @@ def test_planted_instruction_is_named(target: str, build_root: Path) -> None:
     tg = load_target(target)
     graph, inputs = _merged(["i8_add_7x9x3"])
     project = generate(graph, tg)
-    emu = Emulator(build_elf(project, tg, build_root), tg)
+    emu = machine_for(build_elf(project, tg, build_root), tg)
     spec = [((1, 7, 9, 3), np.int8)]
     emu.run_layer(0, inputs, spec)  # translated and cached before the patch
     symbol = project.layers[0].symbol
@@ -240,13 +235,13 @@ def test_build_for_richer_cpu_faults_on_the_target(target: str, cpu: str, fn: st
     data = {"qt_dot": a, "qt_dsum": d}[fn]
     want = {"qt_dot": int(np.dot(a.astype(np.int32), a)), "qt_dsum": int(d.sum() * 2.0)}[fn]
 
-    own = Emulator(build_elf(project, tg, build_root, extra_sources={"qt.c": EXTRA},
+    own = machine_for(build_elf(project, tg, build_root, extra_sources={"qt.c": EXTRA},
                              keep=EXTRA_FNS), tg)
     p = own.alloc(data.nbytes)
     own.write(p, data)
     assert own.call(fn, args[fn](own, p))[0] == want
 
-    rich = Emulator(build_elf(project, tg, build_root, cpu=cpu, extra_sources={"qt.c": EXTRA},
+    rich = machine_for(build_elf(project, tg, build_root, cpu=cpu, extra_sources={"qt.c": EXTRA},
                               keep=EXTRA_FNS), tg)
     p = rich.alloc(data.nbytes)
     rich.write(p, data)
@@ -316,7 +311,7 @@ def test_unaligned_ldrd_is_caught_on_cortex_m(build_root: Path) -> None:
     buf = np.arange(16, dtype=np.uint8)
     for target in TARGETS:
         tg = load_target(target)
-        emu = Emulator(build_elf(generate(graph, tg), tg, build_root,
+        emu = machine_for(build_elf(generate(graph, tg), tg, build_root,
                                  extra_sources={"qt.c": EXTRA}, keep=EXTRA_FNS), tg)
         p = emu.alloc(16, 8)
         emu.write(p, buf)
@@ -352,7 +347,7 @@ def test_long_loop_body_is_one_basic_block(target: str, build_root: Path) -> Non
     """unicorn splits a long loop body into several translated blocks; the counts do not."""
     tg = load_target(target)
     graph, _ = _merged(["i8_add_7x9x3"])
-    emu = Emulator(build_elf(generate(graph, tg), tg, build_root, extra_sources={"qt.c": EXTRA},
+    emu = machine_for(build_elf(generate(graph, tg), tg, build_root, extra_sources={"qt.c": EXTRA},
                              keep=EXTRA_FNS), tg)
     x = np.arange(LONG_STEPS, dtype=np.int32)
     p = emu.alloc(x.nbytes)

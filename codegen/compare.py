@@ -1,0 +1,147 @@
+"""Compare a generated model with the simulator, layer by layer and whole, on any runner.
+
+Both verification tiers use `compare`: the host build (`verify.verify`) and the instruction-set
+machine (`emulate.emulate_verify`). Each layer is fed the simulator's own input tensors, so a
+wrong layer is reported alone rather than polluting every later one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from qlane.sim.graph import Graph
+from qlane.sim.interpreter import Interpreter
+
+if TYPE_CHECKING:
+    from .emit import Project
+
+Spec = tuple[tuple[int, ...], Any]
+"""An output's (shape, dtype)."""
+
+
+@dataclass
+class Mismatch:
+    """The first differing element of a layer: sample, flat index in the output, values."""
+
+    sample: int
+    output: int
+    index: int
+    got: int
+    expected: int
+
+
+@dataclass
+class LayerResult:
+    """Verification of one layer over every sample."""
+
+    index: int
+    op: str
+    kernel: str
+    isa: str
+    bit_exact: bool = True
+    differing: int = 0
+    first: Mismatch | None = None
+
+
+@dataclass
+class Report:
+    """Verification of a model on one target."""
+
+    model: str
+    target: str
+    rounding: str
+    samples: int
+    layers: list[LayerResult]
+    model_bit_exact: bool
+    model_first: Mismatch | None = None
+    arena_bytes: int = 0
+    outputs: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    @property
+    def bit_exact(self) -> bool:
+        return self.model_bit_exact and all(r.bit_exact for r in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["outputs"]
+        d["bit_exact"] = self.bit_exact
+        return d
+
+
+class Runner(Protocol):
+    """Runs a generated model's layers and whole model on samples (leading axis of every array).
+
+    ``batch`` is how many samples one call takes (None: all of them).
+    """
+
+    batch: int | None
+
+    def run_layer(self, index: int, inputs: Sequence[np.ndarray],
+                  out_specs: Sequence[Spec]) -> list[np.ndarray]: ...
+
+    def invoke(self, inputs: Sequence[np.ndarray],
+               out_specs: Sequence[Spec]) -> list[np.ndarray]: ...
+
+
+def _num(v: Any) -> Any:
+    return float(v) if np.asarray(v).dtype.kind == "f" else int(v)
+
+
+def _diff(got: np.ndarray, want: np.ndarray, sample: int, output: int
+          ) -> tuple[int, Mismatch | None]:
+    """Differing elements of one sample's output and the first of them."""
+    diff = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+    if diff.size == 0:
+        return 0, None
+    i = int(diff[0])
+    return int(diff.size), Mismatch(sample, output, i, _num(got.reshape(-1)[i]),
+                                    _num(want.reshape(-1)[i]))
+
+
+def compare(graph: Graph, project: Project, target: str, rounding: str,
+            inputs: Sequence[np.ndarray], runner: Runner,
+            progress: Callable[[int], None] | None = None,
+            report: type[Report] = Report, **fields: Any) -> Report:
+    """Run every layer and the whole model of ``project`` on ``runner`` and compare each output
+    with the simulator's, ``runner.batch`` samples at a time.
+
+    ``inputs[k]`` has shape ``[S, *input_shape]``. Within a batch, a layer's first mismatch is
+    that of its lowest output, then lowest sample. ``progress`` is called with the number of
+    samples finished after every batch. Returns a ``report`` (a `Report` class) with ``fields``.
+    """
+    tensors = Interpreter(graph, rounding).run(inputs, keep=True).tensors
+    samples = int(inputs[0].shape[0])
+    specs = {i: (tuple(t.shape), np.dtype(t.dtype)) for i, t in enumerate(graph.tensors)}
+    results = [LayerResult(layer.index, layer.op.opcode, layer.symbol, layer.spec.isa)
+               for layer in project.layers]
+    outputs = [np.zeros((samples, *specs[t][0]), specs[t][1]) for t in graph.outputs]
+    model_ok, model_first = True, None
+    step = runner.batch or samples
+    for lo in range(0, samples, step):
+        hi = min(lo + step, samples)
+        for layer, res in zip(project.layers, results):
+            got = runner.run_layer(layer.index, [tensors[t][lo:hi] for t in layer.inputs],
+                                   [specs[t] for t in layer.outputs])
+            for k, t in enumerate(layer.outputs):
+                for s in range(lo, hi):
+                    n, mm = _diff(got[k][s - lo], tensors[t][s], s, k)
+                    if n:
+                        res.bit_exact = False
+                        res.differing += n
+                        res.first = res.first or mm
+        outs = runner.invoke([x[lo:hi] for x in inputs], [specs[t] for t in graph.outputs])
+        for k, t in enumerate(graph.outputs):
+            outputs[k][lo:hi] = outs[k]
+            for s in range(lo, hi):
+                n, mm = _diff(outs[k][s - lo], tensors[t][s], s, k)
+                if n:
+                    model_ok = False
+                    model_first = model_first or mm
+        if progress:
+            progress(hi)
+    return report(graph.name, target, rounding, samples, results, model_ok, model_first,
+                  arena_bytes=project.plan.arena_bytes, outputs=outputs, **fields)

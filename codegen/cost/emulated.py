@@ -1,0 +1,166 @@
+"""Emulated mode: run every layer once on the target's machine and cost each executed block."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qlane.sim.graph import Graph
+
+from ..targets import CostModel, Target
+from .model import (
+    Estimate,
+    EstimateError,
+    LayerEstimate,
+    cost_model,
+    floor_peak,
+    layer_base,
+    model_notes,
+)
+from .pipeline import Op, block_cycles, make_op, taken_branches
+
+if TYPE_CHECKING:
+    from ..emit import Project
+    from ..machine import Machine
+
+
+class BlockCoster:
+    """Costs the basic blocks of one machine's counted calls (cached per block)."""
+
+    def __init__(self, machine: Machine, model: CostModel) -> None:
+        self.machine = machine
+        self.model = model
+        self.arch = machine.arch
+        self._ops: dict[tuple[int, int], list[Op]] = {}
+        self._cycles: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def ops(self, start: int, n: int) -> list[Op]:
+        """The ``n`` instructions of the block at ``start``, from the machine's decoded records."""
+        key = (start, n)
+        if key not in self._ops:
+            self._ops[key] = [make_op(insn, self.arch, self.model)
+                              for insn in self.machine.block(start, n)]
+        return self._ops[key]
+
+    def cycles(self, start: int, n: int) -> tuple[float, float]:
+        """(first, steady) cycles of the block at ``start``."""
+        key = (start, n)
+        if key not in self._cycles:
+            self._cycles[key] = block_cycles(self.ops(start, n), self.model)
+        return self._cycles[key]
+
+    def cost(self, counts: dict[str, Any], flash_sites: set[int], weight_bytes: int
+             ) -> tuple[float, float, float, int]:
+        """(core, branch, memory) cycles and flash bytes read for one call's counts."""
+        blocks: dict[int, tuple[int, int]] = counts["blocks"]
+        core = 0.0
+        last: dict[int, Op] = {}
+        flash_bytes = 0
+        for start, (n, execs) in blocks.items():
+            ops = self.ops(start, n)
+            first, steady = self.cycles(start, n)
+            core += first + steady * (execs - 1)
+            if ops:
+                last[start] = ops[-1]
+            for op in ops:
+                if op.nbytes and op.cls != "store" and (op.address in flash_sites
+                                                        or op.pc_relative):
+                    flash_bytes += op.nbytes * execs
+        taken = taken_branches(blocks, last)
+        branch = sum(taken.values()) * self.model.branch_taken_penalty
+        memory = 0.0
+        m = self.model
+        if m.flash_wait_states and flash_bytes:
+            footprint = max(weight_bytes, 1)
+            if footprint <= m.flash_cache_bytes:
+                lines = math.ceil(min(flash_bytes, footprint) / m.flash_line_bytes)
+            else:
+                lines = math.ceil(flash_bytes / m.flash_line_bytes)
+            memory = float(lines * m.flash_wait_states)
+        return core, branch, memory, flash_bytes
+
+
+@dataclass
+class EmulatedRun:
+    """What the emulated mode measured: the project, the machine, counts and flash loads."""
+
+    project: Project
+    emu: Machine
+    counts: dict[int, dict[str, Any]]
+    flash_sites: dict[int, set[int]]
+
+
+def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
+                   name: str | None = None, build_root: str | Path | None = None,
+                   project: Project | None = None, flash: bool = True) -> EmulatedRun:
+    """Cross-compile, run every layer once (counting) and find its flash-reading loads."""
+    from qlane.sim.interpreter import Interpreter
+
+    from ..cross import build_elf
+    from ..emit import generate
+    from ..machine import machine_for
+
+    project = project or generate(graph, target, name=name, rounding=rounding)
+    elf = build_elf(project, target, build_root)
+    emu = machine_for(elf, target, check_alignment=False)
+    rng = np.random.default_rng(0)
+    inputs = []
+    for t in graph.input_tensors:
+        dt = np.dtype(t.dtype)
+        if dt.kind == "f":
+            inputs.append(rng.uniform(-1, 1, (1, *t.shape)).astype(dt))
+        else:
+            info = np.iinfo(dt)
+            inputs.append(rng.integers(info.min, info.max, (1, *t.shape), endpoint=True,
+                                       dtype=dt))
+    tensors = Interpreter(graph, rounding).run(inputs, keep=True).tensors
+    counts: dict[int, dict[str, Any]] = {}
+    sites: dict[int, set[int]] = {}
+    for layer in project.layers:
+        ins = [tensors[t] for t in layer.inputs]
+        specs = [(tuple(graph.tensors[t].shape), graph.tensors[t].dtype) for t in layer.outputs]
+        _, c = emu.run_layer(layer.index, ins, specs, count_samples=[0])
+        counts[layer.index] = c[0]
+        if flash:
+            loads = [insn.address for start, (n, _) in c[0]["blocks"].items()
+                     for insn in emu.block(start, n) if insn.cls == "load"]
+            sites[layer.index] = emu.flash_loads(
+                loads, lambda ins=ins, specs=specs, i=layer.index: emu.run_layer(i, ins, specs))
+        else:
+            sites[layer.index] = set()
+    return EmulatedRun(project, emu, counts, sites)
+
+
+def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
+                      name: str | None = None, build_root: str | Path | None = None,
+                      run: EmulatedRun | None = None) -> Estimate:
+    """Emulated counts of every layer, costed block by block with the target's model."""
+    model = cost_model(target)
+    try:
+        run = run or emulate_layers(graph, target, rounding, name, build_root)
+    except ImportError as e:
+        raise EstimateError(f"emulated mode needs unicorn, capstone, pyelftools and ziglang "
+                            f"({e}); or use --mode static") from None
+    coster = BlockCoster(run.emu, model)
+    layers = []
+    for layer in run.project.layers:
+        c = run.counts[layer.index]
+        base = layer_base(layer, graph)
+        core, branch, memory, fbytes = coster.cost(c, run.flash_sites[layer.index],
+                                                   base["weight_bytes"])
+        est = LayerEstimate(**base, instructions=int(c["instructions"]),
+                            cycles=core + branch + memory, core_cycles=core,
+                            branch_cycles=branch, memory_cycles=memory,
+                            flash_read_bytes=fbytes, by_class=dict(c["by_class"]))
+        layers.append(floor_peak(est, model))
+    elf = run.emu.elf
+    return Estimate(
+        graph.name, target.name, "emulated", model.clock_hz, layers,
+        run.project.plan.arena_bytes, int(elf.flash_bytes),
+        "flash image of the cross build: code, constants (weights, biases, multipliers, "
+        "tables) and initialised data", model.sram_bytes, model.flash_bytes,
+        model.peak_macs_per_cycle, model_notes(model))
