@@ -24,7 +24,7 @@ from .cprims import header_files
 from .isa import ISAS
 from .lowering import C_TYPES, Context, Layer, lower_layer
 from .names import c_comment, c_identifier
-from .placement import STACK_BYTES, board_items, place, ram_regions
+from .placement import STACK_BYTES, deployment, ram_regions
 from .planner import Buffer, Plan, plan_arena
 from .targets import Region, Target
 
@@ -205,9 +205,6 @@ def _buffers(graph: Graph, layers: list[Layer]) -> list[Buffer]:
 BOARD_FILES = ("board.c", "startup.c", "qlane_rt.c")
 """Sources of the bare-metal example (not part of the library)."""
 EXAMPLE_FILES = ("main.c", *BOARD_FILES)
-BOARD_STATIC_BYTES = 1024
-"""RAM the board example's own globals and the C library's take besides the placed buffers
-(reserved in its main region by the placement)."""
 
 
 def _board(target: Target, plan: Plan, inputs: list[dict[str, Any]],
@@ -215,11 +212,10 @@ def _board(target: Target, plan: Plan, inputs: list[dict[str, Any]],
     """The board example's facts, for Cortex-M targets whose memories are described."""
     flash = target.regions_of("flash")
     ram = ram_regions(target)
-    if not target.m_profile or not flash or not ram or not all(r.origin or r.bytes
-                                                               for r in ram):
+    placement = deployment(target, plan.arena_bytes, [t["bytes"] for t in inputs],
+                           [t["bytes"] for t in outputs])
+    if not target.m_profile or not flash or placement is None:
         return None
-    placement = place(board_items(plan.arena_bytes, [t["bytes"] for t in inputs],
-                                  [t["bytes"] for t in outputs], BOARD_STATIC_BYTES), ram)
 
     def view(r: Region) -> TemplateRegion:
         return TemplateRegion(c_identifier(r.name, "region"), r.kind, r.origin, r.bytes)

@@ -14,6 +14,9 @@ from .targets import Region, Target
 
 STACK_BYTES = 8192
 """Stack reserved by the board example's linker script (main region, top of RAM)."""
+STATIC_BYTES = 1024
+"""RAM reserved in the main region for the program's other globals (the example's results, the
+C library's): the board example built with arm-none-eabi-gcc and newlib uses a few dozen."""
 ALIGN = 16
 
 
@@ -89,6 +92,16 @@ def place(items: Sequence[Item], regions: Sequence[Region]) -> Placement:
         best = room[0] if room else max(uses, key=lambda u: u.region.bytes - u.used)
         best.items.append(item)
     return Placement(uses)
+
+
+def deployment(target: Target, arena: int, inputs: Sequence[int], outputs: Sequence[int]
+               ) -> Placement | None:
+    """Where a deployment of a model on ``target`` keeps its RAM (the board example's layout),
+    or None for a target whose RAM is not described (DRAM-backed cores)."""
+    regions = ram_regions(target)
+    if not regions or not all(r.bytes for r in regions):
+        return None
+    return place(board_items(arena, inputs, outputs, STATIC_BYTES), regions)
 
 
 def board_items(arena: int, inputs: Sequence[int], outputs: Sequence[int],

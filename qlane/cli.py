@@ -295,7 +295,13 @@ def _print_estimate(est: Any) -> None:
     cpm = f"{t['cycles_per_mac']:.3f} cycles/MAC" if t["cycles_per_mac"] else "no MACs"
     click.echo(f"total: {t['macs']:,} MACs, {t['instructions']:,} instructions, "
                f"{t['cycles']:,.0f} cycles ({cpm}), {t['seconds'] * 1e3:.3f} ms")
-    click.echo(f"arena: {_fit_text(est.arena_bytes, est.sram_capacity, est.arena_fits, 'SRAM')}")
+    if est.ram is None:
+        fit = _fit_text(est.arena_bytes, est.sram_capacity, est.arena_fits, "SRAM")
+        click.echo(f"arena: {fit}")
+    for use in est.ram.uses if est.ram is not None else ():
+        fit = _fit_text(use.used, use.region.bytes, use.fits, f"{use.region.name}")
+        parts = ", ".join(f"{i.name} {i.bytes:,}" for i in use.items) or "nothing"
+        click.echo(f"ram: {fit} <- {parts}")
     click.echo(f"flash: {_fit_text(est.flash_bytes, est.flash_capacity, est.flash_fits, 'flash')}"
                f" ({est.flash_note})")
     for note in est.notes:

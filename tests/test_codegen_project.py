@@ -16,7 +16,7 @@ import qlane
 from board import run_board_elf
 from conftest import ZOO, zoo_inputs
 from qlane.codegen.emit import generate, write_project
-from qlane.codegen.placement import STACK_BYTES, Item, place
+from qlane.codegen.placement import STACK_BYTES, STATIC_BYTES, Item, place
 from qlane.codegen.targets import Region, load_target
 from qlane.sim import load_tflite
 
@@ -104,14 +104,21 @@ def test_board_example_with_arm_gcc_runs_and_its_map_matches_the_placement(
         parts = line.split()
         if len(parts) >= 3 and parts[0].startswith(".qlane_") and parts[1].startswith("0x"):
             sections[parts[0][len(".qlane_"):]] = (int(parts[1], 16), int(parts[2], 16))
-    regions = {"cortex-m4": {"sram": ["arena", "output0"], "ccm": ["input0"]},
-               "cortex-m7": {"sram": ["arena", "input0", "output0"]}}[target]
-    sizes = {"arena": 98_336, "input0": 128 * 128 * 3, "output0": 1001}
-    assert set(sections) == set(regions)  # the 128 KB SRAM of the M4 cannot hold all three
-    for region, names in regions.items():
-        want_bytes = sum(-(-sizes[n] // 16) * 16 for n in names)
-        assert want_bytes - 16 < sections[region][1] <= want_bytes, (region, sections)
-    assert sections.get("ccm", (0x1000_0000,))[0] == 0x1000_0000
+    # the estimate's fit is the layout the linker was asked for, region by region
+    fit = qlane.estimate(ZOO / "u8_mobilenet_v1_0.25_128.tflite", target, mode="static").ram
+    want = {"cortex-m4": {"sram": {"arena", "output0"}, "ccm": {"input0"}},
+            "cortex-m7": {"sram": {"arena", "input0", "output0"}}}[target]
+    assert {u.region.name: {i.name for i in u.items if i.name.startswith(("arena", "in", "out"))}
+            for u in fit.uses if u.items} == want  # the M4's 128 KB SRAM cannot hold all three
+    assert set(sections) == set(want)
+    for use in fit.uses:
+        placed = sum(-(-i.bytes // 16) * 16 for i in use.items if i.name in want[use.region.name])
+        assert placed - 16 < sections[use.region.name][1] <= placed, (use.region.name, sections)
+        assert sections[use.region.name][0] % 16 == 0
+        assert sections[use.region.name][0] >= use.region.origin
+    static = sum(int(p[2], 16) for p in (ln.split() for ln in text.splitlines())
+                 if len(p) >= 3 and p[0] in (".data", ".bss") and p[1].startswith("0x"))
+    assert static <= STATIC_BYTES  # the reserve the fit counts for the program's globals
     assert "libnosys.a(" not in text  # no system call stub was needed
 
 

@@ -20,22 +20,22 @@ from click.testing import CliRunner  # noqa: E402
 
 from conftest import ZOO  # noqa: E402
 from qlane.cli import main  # noqa: E402
-from qlane.codegen.emulate import _capstone, _classify  # noqa: E402
-from qlane.codegen.estimate import (  # noqa: E402
+from qlane.codegen.cost import (  # noqa: E402
     EmulatedRun,
     Estimate,
     EstimateError,
     block_cycles,
     cost_model,
     emulate_layers,
-    estimate,
     estimate_emulated,
     estimate_static,
     find_llvm_mca,
     make_op,
     mca_check,
 )
-from qlane.codegen.targets import load_target  # noqa: E402
+from qlane.codegen.estimate import estimate  # noqa: E402
+from qlane.codegen.machine import decoder_for  # noqa: E402
+from qlane.codegen.targets import Region, load_target  # noqa: E402
 from qlane.sim import load_tflite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +75,10 @@ def check_schema(d: dict, target_name: str, mode: str) -> None:
     assert t["cycles"] == sum(la["cycles"] for la in d["layers"])
     assert t["seconds"] == pytest.approx(t["cycles"] / target.clock_hz, rel=1e-12)
     sram_ok = not target.sram_bytes or t["arena_bytes"] <= target.sram_bytes
+    if t["ram"] is not None:  # region by region: arena, I/O buffers, static data, stack
+        sram_ok = all(r["used"] <= r["capacity"] for r in t["ram"])
+        assert sum(r["items"].get("arena", 0) for r in t["ram"]) == t["arena_bytes"]
+        assert {r["region"] for r in t["ram"]} == {r.name for r in target.regions_of("ram")}
     flash_ok = not target.flash_bytes or t["flash_bytes"] <= target.flash_bytes
     assert t["fits"] is (sram_ok and flash_ok)
     assert t["arena_bytes"] >= 0 and t["flash_bytes"] >= 0
@@ -121,7 +125,8 @@ def test_cli_text_table() -> None:
     lines = out.splitlines()
     assert "DEPTHWISE_CONV_2D" in lines[3] and "1x16x16x32 -> 1x16x16x32" in lines[3]
     assert any(ln.startswith("total: 73,728 MACs") for ln in lines)
-    assert any(ln.startswith("arena:") and "SRAM" in ln for ln in lines)
+    assert any(ln.startswith("ram: ") and "sram" in ln and "arena 1,856" in ln
+               for ln in lines)
     assert any(ln.startswith("flash:") and "fits" in ln for ln in lines)
 
 
@@ -187,12 +192,19 @@ def test_peak_floor(mobilenet) -> None:
 
 def test_fits_by_how_much(mobilenet) -> None:
     target = load_target("cortex-m4")
-    small = dataclasses.replace(target, sram_bytes=64 * 1024, flash_bytes=512 * 1024)
+    small = dataclasses.replace(target, sram_bytes=64 * 1024, flash_bytes=512 * 1024, regions=(
+        Region("flash", 512 * 1024, kind="flash", origin=0x0800_0000),
+        Region("sram", 64 * 1024, kind="ram", origin=0x2000_0000)))
     est = estimate_static(mobilenet, small)
     t = est.to_json()["total"]
     assert t["arena_bytes"] > 64 * 1024 and not t["arena_fits"]
+    assert t["ram"][0]["used"] > 64 * 1024 and t["ram"][0]["fits"] is False
     assert t["flash_bytes"] > 512 * 1024 and not t["flash_fits"]
     assert t["fits"] is False
+    f407 = estimate_static(mobilenet, target).to_json()["total"]["ram"]  # 128 KB SRAM + 64 KB CCM
+    assert [(r["region"], sorted(r["items"]), r["fits"]) for r in f407] == [
+        ("sram", ["arena", "output0", "stack", "static data"], True), ("ccm", ["input0"], True)]
+    assert f407[0]["used"] == 98_336 + 1008 + 1024 + 8192
     dram = estimate_static(mobilenet, load_target("cortex-a53"))
     assert dram.sram_capacity == 0 and dram.fits  # no on-chip limit on a DRAM-backed core
 
@@ -201,9 +213,8 @@ def test_fits_by_how_much(mobilenet) -> None:
 
 def _ops(hexcode: str, arch: str, chip: str):
     model = cost_model(load_target(chip))
-    md = _capstone(arch)
-    insns = list(md.disasm(bytes.fromhex(hexcode), 0x1000))
-    return [make_op(d, _classify(d, arch)[0], arch, model) for d in insns], model
+    insns = decoder_for(arch).decode(bytes.fromhex(hexcode), 0x1000)
+    return [make_op(insn, arch, model) for insn in insns], model
 
 
 THREE_LDR_ADDS = "0868 1a68 2c68 f619"  # ldr r0,[r1]; ldr r2,[r3]; ldr r4,[r5]; adds r6,r6,r7

@@ -20,6 +20,7 @@ from .model import (
     floor_peak,
     layer_base,
     model_notes,
+    ram_of,
 )
 from .pipeline import Op, block_cycles, make_op, taken_branches
 
@@ -163,4 +164,5 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
         run.project.plan.arena_bytes, int(elf.flash_bytes),
         "flash image of the cross build: code, constants (weights, biases, multipliers, "
         "tables) and initialised data", model.sram_bytes, model.flash_bytes,
-        model.peak_macs_per_cycle, model_notes(model))
+        model.peak_macs_per_cycle, model_notes(model),
+        ram=ram_of(graph, target, run.project.plan.arena_bytes))

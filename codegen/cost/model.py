@@ -9,6 +9,7 @@ from typing import Any
 from qlane.errors import QlaneError
 from qlane.sim.graph import Graph
 
+from ..placement import Placement, deployment
 from ..targets import CostModel, Target, cost_model_of
 
 
@@ -82,6 +83,7 @@ class Estimate:
     flash_capacity: int
     peak_macs_per_cycle: float
     notes: list[str] = field(default_factory=list)
+    ram: Placement | None = None  # arena, I/O buffers, static data and stack per RAM region
 
     @property
     def macs(self) -> int:
@@ -101,6 +103,10 @@ class Estimate:
 
     @property
     def arena_fits(self) -> bool:
+        """The RAM a deployment needs fits region by region (without described regions: the
+        arena fits the SRAM capacity)."""
+        if self.ram is not None:
+            return self.ram.fits
         return not self.sram_capacity or self.arena_bytes <= self.sram_capacity
 
     @property
@@ -125,10 +131,18 @@ class Estimate:
                 "arena_fits": self.arena_fits,
                 "flash_bytes": self.flash_bytes, "flash_capacity_bytes": self.flash_capacity,
                 "flash_fits": self.flash_fits, "flash_note": self.flash_note,
+                "ram": self.ram.to_json() if self.ram is not None else None,
                 "fits": self.fits,
             },
             "notes": self.notes,
         }
+
+
+def ram_of(graph: Graph, target: Target, arena_bytes: int) -> Placement | None:
+    """The RAM placement of a deployment: arena, one buffer per model input and output, static
+    data and stack, region by region (the layout of the generated board example)."""
+    return deployment(target, arena_bytes, [t.nbytes for t in graph.input_tensors],
+                      [t.nbytes for t in graph.output_tensors])
 
 
 def layer_base(layer: Any, graph: Graph) -> dict[str, Any]:

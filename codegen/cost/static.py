@@ -20,6 +20,7 @@ from .model import (
     floor_peak,
     layer_base,
     model_notes,
+    ram_of,
 )
 
 if TYPE_CHECKING:
@@ -112,7 +113,8 @@ def estimate_static(graph: Graph, target: Target, rounding: str = "double",
         graph.name, target.name, "static", model.clock_hz, layers, project.plan.arena_bytes,
         int(project.manifest["flash_bytes"]),
         "constant data (weights, biases, multipliers, tables); code not included in static mode",
-        model.sram_bytes, model.flash_bytes, model.peak_macs_per_cycle, notes)
+        model.sram_bytes, model.flash_bytes, model.peak_macs_per_cycle, notes,
+        ram=ram_of(graph, target, project.plan.arena_bytes))
 
 
 def fit_nonnegative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
