@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 Spec = tuple[tuple[int, ...], Any]
 """An output's (shape, dtype)."""
+Progress = Callable[[str, int, int], None]
+"""Called with (stage, steps done, steps in all) as a long task advances."""
 
 
 @dataclass
@@ -45,6 +47,9 @@ class LayerResult:
     bit_exact: bool = True
     differing: int = 0
     first: Mismatch | None = None
+    instructions: int | None = field(default=None, compare=False)
+    """Instructions the emulator tier counted for the first sample (not in `Report.to_json`,
+    which has ``counts``)."""
 
 
 @dataclass
@@ -68,6 +73,8 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         del d["outputs"]
+        for la in d["layers"]:
+            del la["instructions"]
         d["bit_exact"] = self.bit_exact
         return d
 
@@ -103,15 +110,17 @@ def _diff(got: np.ndarray, want: np.ndarray, sample: int, output: int
 
 
 def compare(graph: Graph, project: Project, target: str, rounding: str,
-            inputs: Sequence[np.ndarray], runner: Runner,
-            progress: Callable[[int], None] | None = None,
-            report: type[Report] = Report, **fields: Any) -> Report:
+            inputs: Sequence[np.ndarray], runner: Runner, progress: Progress | None = None,
+            report: type[Report] = Report, *,
+            on_layer: Callable[[LayerResult], None] | None = None, **fields: Any) -> Report:
     """Run every layer and the whole model of ``project`` on ``runner`` and compare each output
     with the simulator's, ``runner.batch`` samples at a time.
 
-    ``inputs[k]`` has shape ``[S, *input_shape]``. Within a batch, a layer's first mismatch is
-    that of its lowest output, then lowest sample. ``progress`` is called with the number of
-    samples finished after every batch. Returns a ``report`` (a `Report` class) with ``fields``.
+    ``inputs[k]`` has shape ``[S, *input_shape]``. Layers run in order, each on every sample
+    before the next; ``on_layer`` gets each layer's result as soon as it is complete. Within a
+    batch, a layer's first mismatch is that of its lowest output, then lowest sample.
+    ``progress`` gets ("compare", runner calls done, calls in all) after every call. Returns a
+    ``report`` (a `Report` class) with ``fields``.
     """
     tensors = Interpreter(graph, rounding).run(inputs, keep=True).tensors
     samples = int(inputs[0].shape[0])
@@ -121,9 +130,12 @@ def compare(graph: Graph, project: Project, target: str, rounding: str,
     outputs = [np.zeros((samples, *specs[t][0]), specs[t][1]) for t in graph.outputs]
     model_ok, model_first = True, None
     step = runner.batch or samples
-    for lo in range(0, samples, step):
-        hi = min(lo + step, samples)
-        for layer, res in zip(project.layers, results):
+    batches = [(lo, min(lo + step, samples)) for lo in range(0, samples, step)]
+    total, done = len(batches) * (len(results) + 1), 0
+    if progress:
+        progress("compare", 0, total)
+    for layer, res in zip(project.layers, results):
+        for lo, hi in batches:
             got = runner.run_layer(layer.index, [tensors[t][lo:hi] for t in layer.inputs],
                                    [specs[t] for t in layer.outputs])
             for k, t in enumerate(layer.outputs):
@@ -133,6 +145,12 @@ def compare(graph: Graph, project: Project, target: str, rounding: str,
                         res.bit_exact = False
                         res.differing += n
                         res.first = res.first or mm
+            done += 1
+            if progress:
+                progress("compare", done, total)
+        if on_layer:
+            on_layer(res)
+    for lo, hi in batches:
         outs = runner.invoke([x[lo:hi] for x in inputs], [specs[t] for t in graph.outputs])
         for k, t in enumerate(graph.outputs):
             outputs[k][lo:hi] = outs[k]
@@ -141,7 +159,8 @@ def compare(graph: Graph, project: Project, target: str, rounding: str,
                 if n:
                     model_ok = False
                     model_first = model_first or mm
+        done += 1
         if progress:
-            progress(hi)
+            progress("compare", done, total)
     return report(graph.name, target, rounding, samples, results, model_ok, model_first,
                   arena_bytes=project.plan.arena_bytes, outputs=outputs, **fields)

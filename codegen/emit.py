@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from . import lowerings as _lowerings  # noqa: F401  (registers the lowerings)
 from .cprims import header_files
 from .isa import ISAS
 from .lowering import C_TYPES, Context, Layer, lower_layer
-from .names import c_comment, c_identifier
+from .names import c_comment, c_identifier, prefix_problem
 from .placement import STACK_BYTES, deployment, ram_regions
 from .planner import Buffer, Plan, plan_arena
 from .targets import Region, Target
@@ -182,6 +183,8 @@ class Project:
     plan: Plan
     files: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    """Stale files of the previous generation that the last `write_project` deleted."""
 
 
 def _buffers(graph: Graph, layers: list[Layer]) -> list[Buffer]:
@@ -243,6 +246,30 @@ def fnv1a(arrays: Sequence[np.ndarray]) -> int:
     return h
 
 
+RESERVED_PREFIXES = MappingProxyType({Path(f).stem: f for f in (
+    *EXAMPLE_FILES, *header_files("neon"), *header_files("dsp"))})
+"""Prefix -> qlane's own file that ``<prefix>.c`` or ``<prefix>.h`` would clash with."""
+
+
+def model_prefix(graph: Graph, name: str | None = None) -> str:
+    """The C prefix of the generated API: ``name`` exactly as given, or derived from the model.
+
+    A given name that is not a safe C prefix is refused with the reason; a derived one is
+    sanitised (`c_identifier`) and moved off qlane's own names with an ``m_`` in front.
+    """
+    if name is not None:
+        problem = prefix_problem(name)
+        if problem is None and name.lower() in RESERVED_PREFIXES:
+            problem = f"clashes with qlane's own {RESERVED_PREFIXES[name.lower()]}"
+        if problem is not None:
+            raise GenerateError(f"name {name!r} {problem}; choose another name")
+        return name
+    prefix = c_identifier(graph.name)
+    if prefix in RESERVED_PREFIXES or prefix.split("_")[0] == "qlane":
+        prefix = f"m_{prefix}"
+    return prefix
+
+
 def _io_entry(graph: Graph, index: int) -> dict[str, Any]:
     t = graph.tensors[index]
     q = t.quant
@@ -267,7 +294,7 @@ def generate(graph: Graph, target: Target, name: str | None = None,
     ``sample`` (one array per model input, of the input's shape) is embedded for the examples
     together with the simulator's checksum of its outputs.
     """
-    prefix = c_identifier(name or graph.name)
+    prefix = model_prefix(graph, name)
     interp = Interpreter(graph, rounding)
     layers = []
     for op, sim in zip(graph.operators, interp.kernels):
@@ -418,9 +445,10 @@ def content_hash(project: Project) -> str:
 def write_project(project: Project, outdir: str | Path) -> list[Path]:
     """Write the files; refuse to replace any file that qlane did not write there before.
 
-    Files of a previous qlane run (listed in its manifest.json) are replaced; every other file in
-    the directory is left untouched; a name clash with a file qlane did not write is an error,
-    raised before anything is written.
+    Files of a previous qlane run (listed in its manifest.json) are replaced, or deleted if this
+    project does not write them (named in ``project.removed``); every other file in the directory
+    is left untouched; a name clash with a file qlane did not write is an error, raised before
+    anything is written.
     """
     out = Path(outdir)
     if out.exists() and not out.is_dir():
@@ -430,7 +458,10 @@ def write_project(project: Project, outdir: str | Path) -> list[Path]:
     if old_manifest.exists():
         try:
             old = json.loads(old_manifest.read_text())
-            previous = set(old.get("files", []))
+            listed = old.get("files", [])
+            if not isinstance(listed, list):
+                raise ValueError("files is not a list")
+            previous = {f for f in listed if isinstance(f, str)}
         except (OSError, ValueError, AttributeError):
             raise GenerateError(f"{old_manifest} is not a qlane manifest; refusing to "
                                 "overwrite it") from None
@@ -449,4 +480,27 @@ def write_project(project: Project, outdir: str | Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(project.files[fname])
         written.append(path)
+    project.removed = _remove_stale(out, previous - set(project.files))
     return written
+
+
+def _remove_stale(out: Path, stale: set[str]) -> list[str]:
+    """Delete the files a previous generation listed that this one did not write; their names.
+
+    Only plain relative names inside ``out`` that are files are removed, then their folders if
+    that left them empty.
+    """
+    root = out.resolve()
+    removed = []
+    for fname in sorted(stale):
+        rel = Path(fname)
+        path = out / rel
+        if (rel.is_absolute() or ".." in rel.parts or not path.is_file()
+                or not path.resolve().is_relative_to(root)):
+            continue
+        path.unlink()
+        removed.append(fname)
+        for parent in rel.parents[:-1]:
+            with contextlib.suppress(OSError):  # not empty: keep it
+                (out / parent).rmdir()
+    return removed

@@ -17,7 +17,7 @@ import numpy as np
 
 from qlane.sim.graph import Graph
 
-from .compare import Report, Spec, compare
+from .compare import LayerResult, Progress, Report, Spec, compare
 from .cross import build_elf
 from .emit import Project, generate
 from .machine import Counts, EmulationError, Machine, machine_for
@@ -89,25 +89,40 @@ class _MachineRunner:
 def emulate_verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
                    rounding: str = "double", name: str | None = None,
                    build_root: str | Path | None = None,
-                   progress: Callable[[int], None] | None = None,
+                   progress: Progress | None = None,
                    project: Project | None = None, count: bool = True,
-                   check_alignment: bool = True, timeout_s: float = 0.0) -> EmulationReport:
+                   check_alignment: bool = True, timeout_s: float = 0.0, *,
+                   on_layer: Callable[[LayerResult], None] | None = None) -> EmulationReport:
     """Cross-compile, run every layer and the whole model in the emulator, compare with the sim.
 
     Like `verify.verify`, but on the target's instruction set. ``project`` verifies a given
     (possibly edited) generated project instead of generating one. With ``count``, the first and
     last samples of every layer and of the whole model are counted (and, on Cortex-M, checked for
     unaligned LDRD/LDM/VLDR... unless ``check_alignment`` is False); the report keeps the first
-    sample's counts. ``timeout_s`` bounds each call (costs ~0.1 ms per call; 0 = none).
+    sample's counts, and each `LayerResult` its instructions. ``timeout_s`` bounds each call
+    (costs ~0.1 ms per call; 0 = none). ``progress`` gets the stages "compile" (the cross build,
+    0 of 1 then 1 of 1) and "compare"; ``on_layer`` each layer's result as soon as it is compared.
     """
+    if progress:
+        progress("compile", 0, 1)
     project = project or generate(graph, target, name=name, rounding=rounding)
     elf = build_elf(project, target, build_root)
     machine = machine_for(elf, target, timeout_s=timeout_s, check_alignment=check_alignment)
+    if progress:
+        progress("compile", 1, 1)
     samples = int(inputs[0].shape[0])
     runner = _MachineRunner(machine, project.plan.arena_bytes,
                             sorted({0, samples - 1}) if count else [])
+
+    def counted(res: LayerResult) -> None:
+        kept = runner.counts.get(res.index)
+        res.instructions = int(kept["instructions"]) if kept else None
+        if on_layer:
+            on_layer(res)
+
     report = compare(graph, project, target.name, rounding, inputs, runner, progress,
-                     EmulationReport, cpu=f"{target.zig_cpu} / unicorn {target.unicorn_cpu}",
+                     EmulationReport, on_layer=counted,
+                     cpu=f"{target.zig_cpu} / unicorn {target.unicorn_cpu}",
                      elf=str(elf.path), sizes=elf.sizes())
     assert isinstance(report, EmulationReport)
     report.counts = runner.counts

@@ -5,10 +5,12 @@ The cycle model and both modes live in `qlane.codegen.cost`; this is its entry p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from qlane.sim.graph import Graph
 
+from .compare import Progress
 from .cost import Estimate, EstimateError, LayerEstimate, cost_model
 from .cost.emulated import estimate_emulated
 from .cost.static import estimate_static
@@ -20,11 +22,18 @@ __all__ = ["MODES", "Estimate", "EstimateError", "LayerEstimate", "estimate"]
 
 
 def estimate(graph: Graph, target: Target, mode: str = "emulated", rounding: str = "double",
-             name: str | None = None, build_root: str | Path | None = None) -> Estimate:
-    """Estimate every layer of ``graph`` on ``target`` in ``mode`` (``static``/``emulated``)."""
+             name: str | None = None, build_root: str | Path | None = None, *,
+             on_layer: Callable[[LayerEstimate], None] | None = None,
+             progress: Progress | None = None) -> Estimate:
+    """Estimate every layer of ``graph`` on ``target`` in ``mode`` (``static``/``emulated``).
+
+    ``on_layer`` gets each layer's estimate as soon as it is costed, in order; ``progress``
+    the emulated mode's stages ("compile", "emulate": see `emulate_layers`).
+    """
     if mode not in MODES:
         raise EstimateError(f"unknown mode {mode!r}; choose static or emulated")
     cost_model(target)  # fail early on targets without a model
     if mode == "static":
-        return estimate_static(graph, target, rounding, name)
-    return estimate_emulated(graph, target, rounding, name, build_root)
+        return estimate_static(graph, target, rounding, name, on_layer=on_layer)
+    return estimate_emulated(graph, target, rounding, name, build_root, on_layer=on_layer,
+                             progress=progress)

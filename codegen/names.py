@@ -70,12 +70,17 @@ _C_KEYWORDS = frozenset("""
 auto break case char const continue default do double else enum extern float for goto if inline
 int long register restrict return short signed sizeof static struct switch typedef union unsigned
 void volatile while _Bool _Complex _Imaginary main
+alignas alignof bool constexpr false nullptr static_assert thread_local true typeof typeof_unqual
 """.split())
+"""C99 to C23 keywords, and ``main``."""
+MAX_PREFIX = 40
+"""Longest model prefix: kernel symbols append up to about 45 characters to it."""
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def c_identifier(text: str, fallback: str = "model") -> str:
     """A C identifier derived from untrusted text: [a-z0-9_], not a keyword, not leading digit."""
-    ident = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()[:40]
+    ident = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower()[:MAX_PREFIX]
     if not ident:
         ident = fallback
     if ident[0].isdigit():
@@ -83,6 +88,21 @@ def c_identifier(text: str, fallback: str = "model") -> str:
     if ident in _C_KEYWORDS or ident.startswith("__"):
         ident = f"{ident}_"
     return ident
+
+
+def prefix_problem(name: str) -> str | None:
+    """Why ``name``, given by the user, cannot be a C prefix kept exactly as is; None if it can."""
+    if not _IDENTIFIER.fullmatch(name):
+        return "is not a C identifier (letters, digits and _, not starting with a digit)"
+    if name.startswith("_"):
+        return "starts with _ (reserved for the C implementation)"
+    if name in _C_KEYWORDS:
+        return "is a C keyword" if name != "main" else "is the C entry point main"
+    if len(name) > MAX_PREFIX:
+        return f"is {len(name)} characters long (at most {MAX_PREFIX})"
+    if name.lower() == "qlane" or name.lower().startswith("qlane_"):
+        return "uses qlane's own C prefix qlane_"
+    return None
 
 
 def c_comment(text: str, limit: int = 120) -> str:

@@ -29,38 +29,77 @@ def _pyplot() -> Any:
 
 
 def report_stem(est: Estimate) -> str:
-    """File name stem of a report: ``<model>_<target>_<mode>`` (C-identifier safe)."""
+    """File name stem of a report: ``<model>_<target>_<mode>``, each part reduced to a C
+    identifier (``mobilenet_v1_0_25_128_u8_cortex_m7_emulated``)."""
     return f"{c_identifier(est.model)}_{c_identifier(est.target)}_{est.mode}"
 
 
-def write_plot(est: Estimate, path: Path) -> Path:
-    """Cycles per layer (core, branch, memory stacked) and cycles per MAC against the peak."""
+COMPONENTS = (("core", "#4C72B0"), ("taken branches", "#DD8452"),
+              ("flash wait states", "#C44E52"))
+"""The parts of a layer's cycles, in stacking order, with their plot colours."""
+
+
+def cycle_components(est: Estimate) -> dict[str, list[float]]:
+    """Cycles per layer split as in `COMPONENTS`; core is the rest (it holds any peak floor)."""
+    return {
+        "core": [la.cycles - la.branch_cycles - la.memory_cycles for la in est.layers],
+        "taken branches": [la.branch_cycles for la in est.layers],
+        "flash wait states": [la.memory_cycles for la in est.layers],
+    }
+
+
+def nonzero_components(est: Estimate) -> list[str]:
+    """The components of `COMPONENTS` that some layer has cycles of (the plot's legend)."""
+    parts = cycle_components(est)
+    return [name for name, _ in COMPONENTS if any(parts[name])]
+
+
+def thousands(value: float, _pos: int | None = None) -> str:
+    """A tick label: whole number with thousands separators (``1,234,567``)."""
+    return f"{value:,.0f}"
+
+
+def plot_figure(est: Estimate) -> Any:
+    """The report's figure: cycles per layer (nonzero components stacked) above cycles per MAC
+    against the chip's peak."""
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
     layers = est.layers
     x = list(range(len(layers)))
     labels = [f"{la.index} {parse_symbol(la.kernel).op}" for la in layers]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8.0, 0.32 * len(layers) + 3), 7.5),
                                       sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    core = [la.cycles - la.branch_cycles - la.memory_cycles for la in layers]
-    branch = [la.branch_cycles for la in layers]
-    memory = [la.memory_cycles for la in layers]
-    top.bar(x, core, color="#4C72B0", label="core")
-    top.bar(x, branch, bottom=core, color="#DD8452", label="taken branches")
-    top.bar(x, memory, bottom=[c + b for c, b in zip(core, branch)], color="#C44E52",
-            label="flash wait states")
+    parts = cycle_components(est)
+    colours = dict(COMPONENTS)
+    base = [0.0] * len(layers)
+    for name in nonzero_components(est):
+        top.bar(x, parts[name], bottom=base, color=colours[name], label=name)
+        base = [b + v for b, v in zip(base, parts[name])]
     top.set_ylabel("cycles")
+    top.yaxis.set_major_formatter(FuncFormatter(thousands))
     top.set_title(f"{est.model} on {est.target} ({est.mode}): {est.cycles:,.0f} cycles, "
                   f"{est.seconds * 1e3:.2f} ms at {est.clock_hz / 1e6:g} MHz", fontsize=10)
-    top.legend(fontsize=8)
+    if top.get_legend_handles_labels()[0]:
+        top.legend(fontsize=8)
     cpm = [la.cycles / la.macs if la.macs else 0.0 for la in layers]
-    bottom.bar(x, cpm, color="#55A868")
+    bottom.bar(x, cpm, color="#55A868", label="cycles / MAC (layers with MACs)")
     bottom.axhline(1.0 / est.peak_macs_per_cycle, color="black", linestyle="--", linewidth=1,
                    label=f"peak: {1.0 / est.peak_macs_per_cycle:g} cycles/MAC")
     bottom.set_ylabel("cycles / MAC")
+    bottom.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    bottom.set_xlabel("layer (index, op)")
     bottom.legend(fontsize=8)
     bottom.set_xticks(x)
     bottom.set_xticklabels(labels, rotation=70, fontsize=7, ha="right")
     fig.tight_layout()
+    return fig
+
+
+def write_plot(est: Estimate, path: Path) -> Path:
+    """Save `plot_figure` as a PNG."""
+    plt = _pyplot()
+    fig = plot_figure(est)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -70,21 +109,59 @@ def _num(v: float | int | None, fmt: str = ",.0f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+COLUMNS = (("#", "num"), ("op", "text"), ("kernel", "text"), ("isa", "text"),
+           ("shapes", "text"), ("MACs", "num"), ("instructions", "num"), ("cycles", "num"),
+           ("core", "num"), ("taken branches", "num"), ("flash wait states", "num"),
+           ("cycles / MAC", "num"), ("&micro;s", "num"), ("weight bytes", "num"),
+           ("activation bytes", "num"))
+"""The HTML table's columns: title and class (``num`` right-aligned, ``text`` left)."""
+
+STYLE = """\
+body { font-family: sans-serif; margin: 1.5em; max-width: 100%; }
+img { max-width: 100%; height: auto; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-size: 0.8em; }
+td, th { border: 1px solid #ccc; padding: 2px 5px; vertical-align: top; }
+th { background: #f4f4f4; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
+.text { text-align: left; }
+th { vertical-align: bottom; }
+td.kernel { min-width: 15em; }
+td.kernel code { overflow-wrap: anywhere; font-size: 0.9em; }
+tfoot th { border-top: 2px solid #888; }
+"""
+
+
+def _cells(cells: list[str], tag: str = "td") -> str:
+    out = []
+    for (title, cls), c in zip(COLUMNS, cells):
+        extra = " kernel" if title == "kernel" and tag == "td" else ""
+        out.append(f'<{tag} class="{cls}{extra}">{c}</{tag}>')
+    return "<tr>" + "".join(out) + "</tr>"
+
+
 def render_html(est: Estimate, png_name: str) -> str:
-    """A self-contained HTML page: totals, memory fit and the per-layer table."""
+    """A self-contained HTML page: totals, memory fit, the plot and the per-layer table (in a
+    horizontally scrolling container; numbers right-aligned, text left, headers likewise)."""
     e = html.escape
     t = est.to_json()["total"]
+    parts = cycle_components(est)
     rows = []
-    for la in est.layers:
+    for k, la in enumerate(est.layers):
         shapes = " ".join("x".join(map(str, s)) for s in la.input_shapes)
-        shapes += " &rarr; " + " ".join("x".join(map(str, s)) for s in la.output_shapes)
-        rows.append(
-            "<tr>" + "".join(f"<td>{c}</td>" for c in (
-                la.index, e(la.op), f"<code>{e(la.kernel)}</code>", e(la.isa), shapes,
-                _num(la.macs), _num(la.instructions), _num(la.cycles),
-                _num(la.cycles / la.macs, ".3f") if la.macs else "-",
-                _num(la.cycles / est.clock_hz * 1e6, ",.1f"), _num(la.weight_bytes),
-                _num(la.activation_bytes))) + "</tr>")
+        shapes += "<br>&rarr;&nbsp;" + " ".join("x".join(map(str, s)) for s in la.output_shapes)
+        rows.append(_cells([
+            str(la.index), e(la.op), f"<code>{e(la.kernel)}</code>", e(la.isa), shapes,
+            _num(la.macs), _num(la.instructions), _num(la.cycles),
+            *(_num(parts[name][k]) for name, _ in COMPONENTS),
+            _num(la.cycles / la.macs, ".3f") if la.macs else "-",
+            _num(la.cycles / est.clock_hz * 1e6, ",.1f"), _num(la.weight_bytes),
+            _num(la.activation_bytes)]))
+    total = _cells(["", "total", "", "", "", _num(t["macs"]), _num(t["instructions"]),
+                    _num(t["cycles"]), *(_num(sum(parts[name])) for name, _ in COMPONENTS),
+                    _num(t["cycles_per_mac"], ".3f"), _num(t["seconds"] * 1e6, ",.1f"),
+                    "", ""], "th")
 
     def fit(used: int, cap: int, ok: bool) -> str:
         if not cap:
@@ -92,18 +169,15 @@ def render_html(est: Estimate, png_name: str) -> str:
         how = "fits" if ok else f"does not fit: {used - cap:,} bytes over"
         return f"{used:,} of {cap:,} bytes ({100 * used / cap:.0f}%): {how}"
 
-    head = ("#", "op", "kernel", "isa", "shapes", "MACs", "instructions", "cycles",
-            "cycles/MAC", "&micro;s", "weight bytes", "activation bytes")
+    head = "<tr>" + "".join(f'<th class="{cls}">{h}</th>' for h, cls in COLUMNS) + "</tr>"
     notes = "".join(f"<li>{e(n)}</li>" for n in est.notes)
+    body = "\n".join(rows)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>qlane estimate: {e(est.model)} on {e(est.target)}</title>
 <style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }}
-td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
-td:nth-child(2), td:nth-child(3), td:nth-child(4), td:nth-child(5) {{ text-align: left; }}
-</style></head><body>
+{STYLE}</style></head><body>
 <h1>{e(est.model)} on {e(est.target)} ({e(est.mode)})</h1>
 <p>{t['macs']:,} MACs, {t['instructions']:,} instructions, {t['cycles']:,.0f} cycles
 ({_num(t['cycles_per_mac'], '.3f')} cycles/MAC), {t['seconds'] * 1e3:.3f} ms at
@@ -112,12 +186,13 @@ td:nth-child(2), td:nth-child(3), td:nth-child(4), td:nth-child(5) {{ text-align
 Flash: {fit(est.flash_bytes, est.flash_capacity, est.flash_fits)} ({e(est.flash_note)}).</p>
 <ul>{notes}</ul>
 <img src="{e(png_name)}" alt="cycles per layer">
-<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>
-{chr(10).join(rows)}
-<tr><th></th><th>total</th><th></th><th></th><th></th><th>{t['macs']:,}</th>
-<th>{t['instructions']:,}</th><th>{t['cycles']:,.0f}</th><th>{_num(t['cycles_per_mac'], '.3f')}</th>
-<th>{t['seconds'] * 1e6:,.1f}</th><th></th><th></th></tr>
-</table></body></html>
+<div class="table-wrap"><table>
+<thead>{head}</thead>
+<tbody>
+{body}
+</tbody>
+<tfoot>{total}</tfoot>
+</table></div></body></html>
 """
 
 

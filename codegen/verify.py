@@ -15,7 +15,7 @@ import numpy as np
 from qlane.errors import QlaneError
 from qlane.sim.graph import Graph
 
-from .compare import Report, Spec, compare
+from .compare import LayerResult, Progress, Report, Spec, compare
 from .cprims import build_cffi_module
 from .emit import Project, content_hash, generate, write_project
 from .isa import ISAS
@@ -148,14 +148,20 @@ class _HostRunner:
 
 def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
            rounding: str = "double", name: str | None = None,
-           build_root: str | Path | None = None,
-           progress: Callable[[int], None] | None = None) -> Report:
+           build_root: str | Path | None = None, progress: Progress | None = None, *,
+           on_layer: Callable[[LayerResult], None] | None = None) -> Report:
     """Generate, compile on the host, and compare each layer and the model with the simulator.
 
     ``inputs[k]`` has shape ``[S, *input_shape]``. Each layer is fed the simulator's own input
     tensors, so a wrong layer is reported alone rather than polluting every later one.
-    ``progress`` is called with the number of samples finished.
+    ``progress`` gets the stages "compile" (0 of 1, then 1 of 1) and "compare" (see `compare`);
+    ``on_layer`` each layer's result as soon as it is compared.
     """
+    if progress:
+        progress("compile", 0, 1)
     project = generate(graph, target, name=name, rounding=rounding)
     build = HostBuild(project, build_root)
-    return compare(graph, project, target.name, rounding, inputs, _HostRunner(build), progress)
+    if progress:
+        progress("compile", 1, 1)
+    return compare(graph, project, target.name, rounding, inputs, _HostRunner(build), progress,
+                   on_layer=on_layer)

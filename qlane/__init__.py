@@ -13,6 +13,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# The package of target TOML files, loaded first: its import would otherwise rebind
+# ``qlane.targets`` from the function below to the module at the first target lookup.
+import_module("qlane.targets")
+
 from qlane.api import (  # noqa: E402  (emit reads __version__ while this package loads)
     HOST_TIER,
     IOInfo,

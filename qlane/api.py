@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ from qlane.codegen.targets import Target, TargetError
 from qlane.errors import InputError, QlaneError
 from qlane.sim import Graph, Result, Rounding, load_tflite
 from qlane.sim import simulate as _simulate
-from qlane.sim.graph import Tensor
+from qlane.sim.graph import ModelError, Tensor
 from qlane.sim.ops import KERNELS
 
 if TYPE_CHECKING:
+    from qlane.codegen.compare import LayerResult
+    from qlane.codegen.cost import LayerEstimate
     from qlane.codegen.emulate import EmulationReport
     from qlane.codegen.estimate import Estimate
     from qlane.codegen.verify import Report
@@ -37,7 +40,10 @@ ModelLike = str | os.PathLike[str] | Graph
 TargetLike = str | Target
 """A bundled target name, a target ``.toml`` path, or a loaded `Target`."""
 Progress = Callable[[str, int, int], None]
-"""Called with (tier label, samples done, samples in all) as a verification advances."""
+"""Called with (stage, steps done, steps in all) as a long command advances. Stages: "compile"
+(one step: generating and building, with a compiler run of unknown length), "compare" (runner
+calls: every layer on every batch, then the whole model) and "emulate" (layers), prefixed by
+the tier label in `verify` ("host build: compile")."""
 
 HOST_TIER = "host build"
 
@@ -81,14 +87,21 @@ def targets() -> list[Target]:
 
 @dataclass(frozen=True)
 class TensorFacts:
-    """An activation tensor of a layer: shape, dtype and quantization as text."""
+    """A tensor of a layer: shape, dtype and quantization, as numbers and as text."""
 
     shape: tuple[int, ...]
     dtype: str
     quant: str  # "scale/zero_point", "per-axis[n] lo..hi", or "-"
+    scale: float | tuple[float, ...] | None = None  # a tuple when quantized per axis
+    zero_point: int | tuple[int, ...] | None = None
+    axis: int | None = None  # the quantized dimension, when per axis
 
     def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dtype": self.dtype, "quant": self.quant}
+        many = isinstance(self.scale, tuple)
+        return {"shape": list(self.shape), "dtype": self.dtype,
+                "scale": list(self.scale) if many else self.scale,
+                "zero_point": list(self.zero_point) if many else self.zero_point,
+                "axis": self.axis}
 
 
 @dataclass(frozen=True)
@@ -118,17 +131,21 @@ class LayerInfo:
     supported: bool
     inputs: tuple[TensorFacts, ...]
     outputs: tuple[TensorFacts, ...]
-    weights: str  # quantization of the first weight tensor, or "-"
+    weights: str  # quantization of the first weight tensor as text, or "-"
     macs: int
     params: int
     param_bytes: int
     options: dict[str, Any]
+    weight_tensor: TensorFacts | None = None  # the first weight tensor
+    reason: str | None = None  # why the simulator refuses the layer (its error), if it does
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "op": self.op, "supported": self.supported,
+                "reason": self.reason,
                 "inputs": [t.to_json() for t in self.inputs],
                 "outputs": [t.to_json() for t in self.outputs],
-                "weights": self.weights, "macs": self.macs, "params": self.params,
+                "weights": None if self.weight_tensor is None else self.weight_tensor.to_json(),
+                "macs": self.macs, "params": self.params,
                 "param_bytes": self.param_bytes, "options": dict(self.options)}
 
 
@@ -140,7 +157,7 @@ class Totals:
     macs: int
     params: int
     param_bytes: int
-    unsupported: tuple[str, ...]
+    unsupported: tuple[str, ...]  # operators of the layers the simulator refuses
 
     def to_json(self) -> dict[str, Any]:
         return {"layers": self.layers, "macs": self.macs, "params": self.params,
@@ -182,7 +199,25 @@ def _is_param(t: Tensor) -> bool:
 
 
 def _facts(t: Tensor) -> TensorFacts:
-    return TensorFacts(tuple(int(d) for d in t.shape), np.dtype(t.dtype).name, _quant_text(t))
+    shape, dtype, q = tuple(int(d) for d in t.shape), np.dtype(t.dtype).name, t.quant
+    if q is None:
+        return TensorFacts(shape, dtype, "-")
+    if q.per_axis:
+        return TensorFacts(shape, dtype, _quant_text(t), tuple(float(s) for s in q.scale),
+                           tuple(int(z) for z in q.zero_point), q.axis)
+    return TensorFacts(shape, dtype, _quant_text(t), float(q.s), q.zp)
+
+
+def _refusal(graph: Graph, op: Any) -> str | None:
+    """The simulator's error for ``op`` (unknown operator, dtypes, quantization), or None."""
+    kernel = KERNELS.get(op.opcode)
+    if kernel is None:
+        return f"{op.describe()}: operator {op.opcode} is not supported"
+    try:
+        kernel(op, graph)
+    except ModelError as e:
+        return str(e).partition("\n")[0]
+    return None
 
 
 def _io_info(t: Tensor) -> IOInfo:
@@ -197,14 +232,16 @@ def _layer_info(graph: Graph, op: Any) -> LayerInfo:
     ins = [graph.tensor(i) for i in op.inputs]
     acts = [t for t in ins if t is not None and not t.is_constant]
     consts = [t for t in ins if t is not None and _is_param(t)]
+    reason = _refusal(graph, op)
     return LayerInfo(
-        index=op.index, op=op.opcode, supported=kernel is not None,
+        index=op.index, op=op.opcode, supported=reason is None,
         inputs=tuple(_facts(t) for t in acts),
         outputs=tuple(_facts(graph.tensors[i]) for i in op.outputs),
         weights=_quant_text(consts[0]) if consts else "-",
         macs=kernel.macs(op, graph) if kernel else 0,
         params=sum(t.size for t in consts), param_bytes=sum(t.nbytes for t in consts),
         options={k: v for k, v in op.options.items() if v is not None},
+        weight_tensor=_facts(consts[0]) if consts else None, reason=reason,
     )
 
 
@@ -253,8 +290,21 @@ def read_inputs(path: str | os.PathLike[str], model: ModelLike) -> list[np.ndarr
     """``in0``, ``in1``, ... of an NPZ, each checked against ``[N, *input_shape]`` and dtype."""
     graph = load_model(model)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise InputError(f"cannot read inputs {path}: {e.strerror or e}") from None
+    if magic == b"\x93NUMPY":
+        raise InputError(f"{path} is a .npy array; give an .npz with in0, in1, ... "
+                         "(np.savez('inputs.npz', in0=x))")
+    if not magic.startswith(b"PK"):
+        raise InputError(f"{path} is not an NPZ archive; give one with in0, in1, ... "
+                         "(np.savez('inputs.npz', in0=x))")
+    try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
+    except zipfile.BadZipFile as e:
+        raise InputError(f"{path} is not an NPZ archive (damaged or truncated: {e})") from None
     except (OSError, ValueError, EOFError) as e:
         raise InputError(f"cannot read inputs {path}: {str(e).splitlines()[0]}") from None
     for k, t in enumerate(graph.input_tensors):
@@ -330,6 +380,9 @@ def generate(model: ModelLike, target: TargetLike, name: str | None = None,
              ) -> Project:
     """The C project of ``model`` for ``target``; also written to ``out`` if given.
 
+    ``name``: the C prefix of files and symbols, kept exactly or refused (`GenerateError`) if it
+    is no safe C identifier; by default derived from the model and sanitised. Writing to ``out``
+    deletes the stale files of a previous generation there (``Project.removed``).
     ``sample``: inputs for the examples (one array per model input, or an NPZ path whose first
     sample is taken); the project embeds it with the simulator's checksum of its outputs.
     """
@@ -392,12 +445,16 @@ class VerifyResult:
 def verify(model: ModelLike, target: TargetLike,
            inputs: Sequence[np.ndarray] | str | os.PathLike[str] | None = None, *,
            samples: int = 0, seed: int = 0, rounding: Rounding = "double", isa: bool = False,
-           name: str | None = None, progress: Progress | None = None) -> VerifyResult:
+           name: str | None = None, progress: Progress | None = None,
+           on_layer: Callable[[str, LayerResult], None] | None = None,
+           on_tier: Callable[[str, Report], None] | None = None) -> VerifyResult:
     """Generate, compile on the host and compare every layer and the model with the simulator.
 
     ``inputs`` are arrays ``[N, *input_shape]`` or an NPZ path (see `read_inputs`); ``samples``
     seeded random samples are appended. With ``isa``, the chip's instruction set is verified too,
-    cross-compiled and run in an emulator.
+    cross-compiled and run in an emulator. As it runs, ``on_layer`` gets (tier label, layer
+    result) for each layer as soon as it is compared, in order, ``on_tier`` (tier label, report)
+    when a tier is complete, before the next starts, and ``progress`` (see `Progress`) steps.
     """
     from qlane.codegen.verify import verify as host_verify
 
@@ -419,18 +476,21 @@ def verify(model: ModelLike, target: TargetLike,
         arrays = [np.concatenate([a, b]) for a, b in zip(arrays, rand)] if arrays else rand
     if not arrays or not arrays[0].shape[0]:
         raise InputError("nothing to verify: give inputs or samples > 0")
-    n = int(arrays[0].shape[0])
 
     def tier(label: str, fn: Callable[..., Any]) -> Any:
-        if progress is None:
-            return fn(graph, chip, arrays, rounding=rounding, name=name)
-        report = progress
+        def stage(name: str, done: int, total: int) -> None:
+            assert progress is not None
+            progress(f"{label}: {name}", done, total)
 
-        def step(done: int) -> None:
-            report(label, done, n)
+        def layer(res: LayerResult) -> None:
+            assert on_layer is not None
+            on_layer(label, res)
 
-        report(label, 0, n)
-        return fn(graph, chip, arrays, rounding=rounding, name=name, progress=step)
+        report = fn(graph, chip, arrays, rounding=rounding, name=name,
+                    progress=stage if progress else None, on_layer=layer if on_layer else None)
+        if on_tier:
+            on_tier(label, report)
+        return report
 
     result = VerifyResult(tier(HOST_TIER, host_verify))
     if isa:
@@ -445,11 +505,15 @@ def verify(model: ModelLike, target: TargetLike,
 @_one_line_errors
 def estimate(model: ModelLike, target: TargetLike,
              mode: Literal["emulated", "static"] = "emulated", rounding: Rounding = "double",
-             name: str | None = None) -> Estimate:
+             name: str | None = None, *,
+             on_layer: Callable[[LayerEstimate], None] | None = None,
+             progress: Progress | None = None) -> Estimate:
     """Cycles, instructions, time and memory per layer of ``model`` on ``target``.
 
     ``emulated`` cross-compiles and runs every layer in the emulator, then costs the executed
     basic blocks; ``static`` uses the target's fitted per-kernel-family coefficients only.
+    ``on_layer`` gets each layer's estimate as soon as it is costed, in order; ``progress``
+    (see `Progress`) the emulated mode's "compile" and "emulate" steps.
     """
     from qlane.codegen.emulate import EmulationError
     from qlane.codegen.estimate import estimate as run_estimate
@@ -457,7 +521,8 @@ def estimate(model: ModelLike, target: TargetLike,
     graph = load_model(model)
     chip = load_target(target)
     try:
-        return run_estimate(graph, chip, mode=mode, rounding=rounding, name=name)
+        return run_estimate(graph, chip, mode=mode, rounding=rounding, name=name,
+                            on_layer=on_layer, progress=progress)
     except QlaneError:
         raise
     except RuntimeError as e:  # a fault of the emulated code or of the host harness

@@ -5,17 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 import qlane
 from qlane import api
+from qlane.codegen.isa import ISAS
 from qlane.errors import QlaneError
 from qlane.sim import ROUNDINGS, Interpreter
+
+QUIET_HELP = "No progress bars (shown on stderr only when it is a terminal)."
 
 
 class UserError(click.ClickException):
@@ -35,31 +40,47 @@ def _shapes(shapes: Any) -> str:
     return " ".join("x".join(map(str, s)) or "scalar" for s in shapes)
 
 
+def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Header, rule and rows, each column as wide as its widest cell.
+
+    A title starting with ``>`` right-aligns its column (the ``>`` is not printed).
+    """
+    titles = [c.removeprefix(">") for c in columns]
+    widths = [max(len(str(cell)) for cell in col) for col in zip(titles, *rows)]
+    aligns = [">" if c.startswith(">") else "<" for c in columns]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(cells, aligns, widths)).rstrip()
+
+    head = line(titles)
+    return [head, "-" * len(head), *(line(r) for r in rows)]
+
+
 def _print_table(info: api.ModelInfo) -> None:
     click.echo(f"model {info.model}  scheme {info.scheme}")
     for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
         for t in tensors:
             q = "" if t.scale is None else f"  scale {t.scale[0]:.6g} zp {t.zero_point[0]}"
             click.echo(f"  {kind:6s} {t.name!r} {list(t.shape)} {t.dtype}{q}")
-    head = (f"{'#':>3}  {'op':<18} {'input':<14} {'output':<14} {'dtype':<6} "
-            f"{'in scale/zp':<18} {'out scale/zp':<18} {'weight scale/zp':<30} {'MACs':>11} "
-            f"{'params':>8}")
-    click.echo(head)
-    click.echo("-" * len(head))
+    rows = []
     for r in info.layers:
-        inq = r.inputs[0].quant if r.inputs else "-"
-        outq = r.outputs[0].quant if r.outputs else "-"
-        dtype = r.outputs[0].dtype if r.outputs else "-"
-        mark = "" if r.supported else "  (unsupported)"
-        click.echo(f"{r.index:>3}  {r.op:<18} {_shapes(t.shape for t in r.inputs):<14} "
-                   f"{_shapes(t.shape for t in r.outputs):<14} {dtype:<6} {inq:<18} {outq:<18} "
-                   f"{r.weights:<30} {r.macs:>11,} {r.params:>8,}{mark}")
+        rows.append([
+            str(r.index), r.op, _shapes(t.shape for t in r.inputs),
+            _shapes(t.shape for t in r.outputs), r.outputs[0].dtype if r.outputs else "-",
+            " ".join(t.quant for t in r.inputs) or "-", r.outputs[0].quant if r.outputs else "-",
+            r.weights, f"{r.macs:,}", f"{r.params:,}", "" if r.supported else "(unsupported)"])
+    lines = _table([">#", "op", "input", "output", "dtype", "in scale/zp", "out scale/zp",
+                    "weight scale/zp", ">MACs", ">params", ""], rows)
+    click.echo("\n".join(lines))
     t = info.total
-    click.echo("-" * len(head))
+    click.echo(lines[1])
     click.echo(f"total: {t.layers} layers, {t.macs:,} MACs, {t.params:,} parameters "
                f"({t.param_bytes:,} bytes)")
-    if t.unsupported:
-        click.echo(f"unsupported operators: {', '.join(t.unsupported)}")
+    refused = [r for r in info.layers if not r.supported]
+    if refused:
+        more = f" (and {len(refused) - 1} more layers)" if len(refused) > 1 else ""
+        click.echo(f"unsupported: {refused[0].reason}{more}; simulate, generate, verify and "
+                   "estimate refuse this model")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,7 +168,8 @@ def targets() -> None:
 @click.option("--target", "target_name", required=True, help="Chip, see `qlane targets`.")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Directory for the generated project.")
-@click.option("--name", help="C prefix of the generated API (default: from the model file).")
+@click.option("--name", help="C prefix of the generated API and files, kept exactly (a C "
+              "identifier; default: derived from the model file).")
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
 @click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
               help="NPZ whose first sample the examples run (with the simulator's checksum).")
@@ -171,53 +193,147 @@ def generate(model: str, target_name: str, outdir: str, name: str | None, roundi
     builds = "make example" + (" | make board | make zig-board" if "board.c" in m["files"]
                                else "")
     click.echo(f"build: {builds} (see {Path(outdir) / 'Makefile'})")
+    if project.removed:
+        click.echo(f"removed {len(project.removed)} stale files of the previous generation: "
+                   f"{', '.join(project.removed)}")
 
 
-class _ProgressBars:
-    """One progress bar per verification tier on stderr (none for fewer than 4 samples)."""
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
 
-    def __init__(self) -> None:
+
+class _Progress:
+    """`api.Progress` as tqdm bars on stderr, one per stage; a no-op unless ``enabled``.
+
+    A stage of one step (a build) shows its elapsed time, refreshed by a ticker thread. Lines
+    printed through `echo` clear the bar first, so rows on stdout and the bar never mix.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
         self.bar: Any = None
-        self.label = ""
-        self.done = 0
+        self.stage = ""
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.ticker: threading.Thread | None = None
 
-    def __call__(self, label: str, done: int, total: int) -> None:
-        if total < 4:
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.ticker is not None:
+            self.ticker.join()
+        with self.lock:
+            self._close()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
             return
-        if label != self.label:
-            self.close()
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self.bar.__enter__()
-            self.label, self.done = label, 0
-        self.bar.update(done - self.done)
-        self.done = done
+        with self.lock:
+            if stage != self.stage or self.bar is None:
+                self._close()
+                self.stage = stage
+                fmt = ("{desc}: {elapsed}" if total <= 1 else
+                       "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                       "[{elapsed}<{remaining}]")
+                self.bar = tqdm(total=total, desc=stage, file=sys.stderr, leave=False,
+                                dynamic_ncols=True, bar_format=fmt)
+                if self.ticker is None:
+                    self.ticker = threading.Thread(target=self._tick, daemon=True)
+                    self.ticker.start()
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self._close()
 
-    def close(self) -> None:
+    def echo(self, line: str) -> None:
+        """Print ``line`` on stdout without breaking the bar."""
+        with self.lock:
+            if self.bar is not None:
+                self.bar.clear()
+            click.echo(line)
+            if self.bar is not None:
+                self.bar.refresh()
+
+    def _tick(self) -> None:
+        while not self.stop.wait(0.5):
+            with self.lock:
+                if self.bar is not None:
+                    self.bar.refresh()
+
+    def _close(self) -> None:
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            self.bar.close()
             self.bar = None
+
+
+def _progress(quiet: bool) -> _Progress:
+    """Bars on stderr when it is a terminal, unless --quiet."""
+    return _Progress(not quiet and _stderr_is_tty())
+
+
+class _Rows:
+    """A `_table` printed one row at a time: columns as wide as the ``widest`` cells expected."""
+
+    def __init__(self, columns: Sequence[str], widest: Sequence[str],
+                 echo: Callable[[str], None]) -> None:
+        self.columns, self.widest, self.echo = columns, widest, echo
+        self.rule = _table(columns, [widest])[1]
+
+    def head(self) -> None:
+        for line in _table(self.columns, [self.widest])[:2]:
+            self.echo(line)
+
+    def row(self, cells: Sequence[str]) -> None:
+        self.echo(_table(self.columns, [self.widest, cells])[3])
 
 
 def _mismatch_text(m: Any) -> str:
     return f"first: sample {m.sample} index {m.index} got {m.got} expected {m.expected}"
 
 
-def _print_verify(report: Any, tier: str, counts: dict | None = None) -> None:
-    click.echo(f"verify {report.model} on {report.target} ({report.rounding} rounding), "
-               f"{report.samples} samples, {tier}")
-    extra = f" {'instructions':>12}" if counts is not None else ""
-    click.echo(f"{'#':>3}  {'op':<18} {'isa':<5} {'kernel':<58}{extra} result")
-    for r in report.layers:
-        res = "identical" if r.bit_exact else f"{r.differing} differ; {_mismatch_text(r.first)}"
-        n = ""
-        if counts is not None:
-            c = counts.get(r.index)
-            n = f" {c['instructions']:>12,}" if c else f" {'-':>12}"
-        click.echo(f"{r.index:>3}  {r.op:<18} {r.isa:<5} {r.kernel:<58}{n} {res}")
-    whole = "identical" if report.model_bit_exact else \
-        f"differs; {_mismatch_text(report.model_first)}"
-    click.echo(f"whole model through the invoke entry: {whole}")
-    click.echo("BIT-EXACT" if report.bit_exact else "MISMATCH")
+class _VerifyTables:
+    """Each tier's per-layer table, printed row by row as `api.verify` compares the layers."""
+
+    def __init__(self, graph: Any, target: str, rounding: str, samples: int,
+                 echo: Callable[[str], None]) -> None:
+        self.title = f"verify {graph.name} on {target} ({rounding} rounding), {samples} samples"
+        self.echo = echo
+        self.widest = [str(max(len(graph.operators) - 1, 0)),
+                       max((op.opcode for op in graph.operators), key=len, default=""),
+                       max(ISAS, key=len), "999,999,999", "identical", ""]
+        self.tier = ""
+        self.rows: _Rows | None = None
+
+    def _start(self, tier: str) -> _Rows:
+        if tier != self.tier or self.rows is None:
+            self.tier = tier
+            counted = tier != api.HOST_TIER
+            columns = [">#", "op", "isa", *([">instructions"] if counted else []), "result",
+                       "kernel"]
+            widest = self.widest if counted else self.widest[:3] + self.widest[4:]
+            self.rows = _Rows(columns, widest, self.echo)
+            self.echo(f"{self.title}, {tier}")
+            self.rows.head()
+        return self.rows
+
+    def layer(self, tier: str, r: Any) -> None:
+        """One layer's row (kernel last; a mismatch's details after it)."""
+        rows = self._start(tier)
+        n = [] if tier == api.HOST_TIER else ["-" if r.instructions is None
+                                               else f"{r.instructions:,}"]
+        detail = "" if r.bit_exact else f"  {r.differing} differ; {_mismatch_text(r.first)}"
+        rows.row([str(r.index), r.op, r.isa, *n, "identical" if r.bit_exact else "MISMATCH",
+                  r.kernel + detail])
+
+    def done(self, tier: str, report: Any) -> None:
+        """The tier's whole-model line and verdict."""
+        self._start(tier)
+        whole = "identical" if report.model_bit_exact else \
+            f"differs; {_mismatch_text(report.model_first)}"
+        self.echo(f"whole model through the invoke entry: {whole}")
+        self.echo("BIT-EXACT" if report.bit_exact else "MISMATCH")
+        self.rows = None
 
 
 @main.command()
@@ -226,22 +342,23 @@ def _print_verify(report: Any, tier: str, counts: dict | None = None) -> None:
 @click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
               help="NPZ with in0, in1, ... of shape [N, *input_shape].")
 @click.option("--samples", default=2, show_default=True, type=click.IntRange(0, 100_000),
-              help="Random samples added to --inputs.")
+              help="Seeded random samples verified in addition to those of --inputs "
+                   "(0: only --inputs).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
 @click.option("--isa", "on_isa", is_flag=True,
               help="Also cross-compile with zig and run every layer in an emulator of the chip.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def verify(model: str, target_name: str, inputs_path: str | None, samples: int, seed: int,
-           rounding: str, on_isa: bool, as_json: bool) -> None:
+           rounding: str, on_isa: bool, as_json: bool, quiet: bool) -> None:
     """Generate C for MODEL, compile it, and compare every layer with the simulator.
 
     The host tier compiles on this machine (NEON through SIMDe, DSP intrinsics through portable
     C); --isa adds the chip's own instruction set in an emulator. Exit status 0 only if every
     layer and the whole model are bit-exact in every tier.
     """
-    bars = None if as_json else _ProgressBars()
-    with _errors():
+    with _errors(), _progress(quiet) as bars:
         graph = api.load_model(model)
         target = api.load_target(target_name)
         if on_isa and not target.zig_target:
@@ -249,17 +366,15 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
                             "use a chip target with --isa")
         if inputs_path is None and not samples:
             raise UserError("nothing to verify: give --inputs or --samples > 0")
-        try:
-            result = api.verify(graph, target, inputs_path, samples=samples, seed=seed,
-                                rounding=rounding, isa=on_isa, progress=bars)
-        finally:
-            if bars is not None:
-                bars.close()
+        arrays = api.read_inputs(inputs_path, graph) if inputs_path else None
+        n = (len(arrays[0]) if arrays else 0) + samples
+        tables = None if as_json else _VerifyTables(graph, target.name, rounding, n, bars.echo)
+        result = api.verify(graph, target, arrays, samples=samples, seed=seed,
+                            rounding=rounding, isa=on_isa, progress=bars,
+                            on_layer=tables.layer if tables else None,
+                            on_tier=tables.done if tables else None)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=1))
-    else:
-        for label, report in result.tiers:
-            _print_verify(report, label, getattr(report, "counts", None) or None)
     if not result.bit_exact:
         sys.exit(1)
 
@@ -274,24 +389,54 @@ def _fit_text(used: int, cap: int, ok: bool, what: str) -> str:
     return f"{used:,} of {cap:,} bytes {what}: does not fit, {used - cap:,} bytes over"
 
 
-def _print_estimate(est: Any) -> None:
+class _EstimateTable:
+    """The per-layer estimate table, printed row by row as `api.estimate` costs the layers."""
+
+    COLUMNS = (">#", "op", "isa", "input -> output", ">MACs", ">instr", ">cycles", ">cyc/MAC",
+               ">time us", ">weights", ">act bytes")
+
+    def __init__(self, graph: Any, target: Any, mode: str, echo: Callable[[str], None]) -> None:
+        self.target, self.mode, self.echo = target, mode, echo
+        self.title = f"estimate {graph.name} on {target.name} ({mode})"
+        info = api.inspect(graph)
+        shapes = max((f"{_shapes(t.shape for t in la.inputs)} -> "
+                      f"{_shapes(t.shape for t in la.outputs)}" for la in info.layers),
+                     key=len, default="")
+        widest = [str(max(len(info.layers) - 1, 0)),
+                  max((la.op for la in info.layers), key=len, default=""), max(ISAS, key=len),
+                  shapes, f"{max((la.macs for la in info.layers), default=0):,}",
+                  "999,999,999", "9,999,999,999", "99.999", "99,999.9", "9,999,999",
+                  "9,999,999"]
+        self.rows = _Rows(self.COLUMNS, widest, echo)
+        self.started = False
+
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.echo(f"{self.title}, {self.target.clock_hz / 1e6:g} MHz, "
+                      f"peak {self.target.cost.peak_macs_per_cycle:g} MACs/cycle")
+            self.rows.head()
+
+    def layer(self, la: Any) -> None:
+        """One layer's row."""
+        self._start()
+        clock = self.target.clock_hz
+        self.rows.row([str(la.index), la.op, la.isa,
+                       f"{_shapes(la.input_shapes)} -> {_shapes(la.output_shapes)}",
+                       f"{la.macs:,}", f"{la.instructions:,}", f"{la.cycles:,.0f}",
+                       f"{la.cycles / la.macs:.3f}" if la.macs else "-",
+                       f"{la.cycles / clock * 1e6:,.1f}", f"{la.weight_bytes:,}",
+                       f"{la.activation_bytes:,}"])
+
+    def done(self, est: Any) -> None:
+        """The totals, memory fit and notes under the rows."""
+        self._start()
+        self.echo(self.rows.rule)
+        _print_estimate_totals(est)
+
+
+def _print_estimate_totals(est: Any) -> None:
     t = est.to_json()["total"]
-    click.echo(f"estimate {est.model} on {est.target} ({est.mode}), "
-               f"{est.clock_hz / 1e6:g} MHz, peak {est.peak_macs_per_cycle:g} MACs/cycle")
-    head = (f"{'#':>3}  {'op':<18} {'isa':<4} {'input -> output':<28} {'MACs':>11} "
-            f"{'instr':>11} {'cycles':>12} {'cyc/MAC':>8} {'time us':>10} {'weights':>9} "
-            f"{'act bytes':>10}")
-    click.echo(head)
-    click.echo("-" * len(head))
-    for la in est.layers:
-        shapes = (" ".join("x".join(map(str, s)) for s in la.input_shapes) + " -> "
-                  + " ".join("x".join(map(str, s)) for s in la.output_shapes))
-        cpm = f"{la.cycles / la.macs:8.3f}" if la.macs else f"{'-':>8}"
-        click.echo(f"{la.index:>3}  {la.op:<18} {la.isa:<4} {shapes:<28} {la.macs:>11,} "
-                   f"{la.instructions:>11,} {la.cycles:>12,.0f} {cpm} "
-                   f"{la.cycles / est.clock_hz * 1e6:>10,.1f} {la.weight_bytes:>9,} "
-                   f"{la.activation_bytes:>10,}")
-    click.echo("-" * len(head))
     cpm = f"{t['cycles_per_mac']:.3f} cycles/MAC" if t["cycles_per_mac"] else "no MACs"
     click.echo(f"total: {t['macs']:,} MACs, {t['instructions']:,} instructions, "
                f"{t['cycles']:,.0f} cycles ({cpm}), {t['seconds'] * 1e3:.3f} ms")
@@ -318,23 +463,27 @@ def _print_estimate(est: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable estimate.")
 @click.option("--report", "report_dir", type=click.Path(), default=None,
               help="Directory for a per-layer plot (PNG) and an HTML table.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def estimate(model: str, target_name: str, mode: str, rounding: str, as_json: bool,
-             report_dir: str | None) -> None:
+             report_dir: str | None, quiet: bool) -> None:
     """Cycles, time and memory per layer of MODEL on a target chip."""
-    with _errors():
+    with _errors(), _progress(quiet) as bars:
         graph = api.load_model(model)
         target = api.load_target(target_name)
         if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
             raise UserError(f"--report {report_dir}: exists and is not a directory")
+        table = None if as_json else _EstimateTable(graph, target, mode, bars.echo)
         try:
-            est = api.estimate(graph, target, mode=mode, rounding=rounding)
+            est = api.estimate(graph, target, mode=mode, rounding=rounding, progress=bars,
+                               on_layer=table.layer if table else None)
         except (qlane.EmulationError, qlane.BuildError) as e:
             raise UserError(f"emulation failed: {e}") from None
         written = list(api.write_report(est, report_dir)) if report_dir is not None else []
     if as_json:
         click.echo(json.dumps(est.to_json(), indent=1))
     else:
-        _print_estimate(est)
+        assert table is not None
+        table.done(est)
         for p in written:
             click.echo(f"wrote {p}")
 

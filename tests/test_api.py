@@ -96,7 +96,14 @@ def test_read_inputs_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(qlane.InputError) as e:
         qlane.read_inputs(tmp_path / "junk.npz", ADD)
-    one_line(e, "cannot read inputs")
+    one_line(e, f"{tmp_path / 'junk.npz'} is not an NPZ archive; give one with in0, in1, ...")
+    np.save(tmp_path / "x.npy", np.zeros((2, 1, 7, 9, 5), np.int8))
+    with pytest.raises(qlane.InputError) as e:
+        qlane.read_inputs(tmp_path / "x.npy", ADD)
+    one_line(e, f"{tmp_path / 'x.npy'} is a .npy array; give an .npz with in0, in1, ...")
+    with pytest.raises(qlane.InputError) as e:
+        qlane.read_inputs(tmp_path / "missing.npz", ADD)
+    one_line(e, f"cannot read inputs {tmp_path / 'missing.npz'}: No such file or directory")
 
 
 def test_simulate_path_or_graph() -> None:
@@ -125,6 +132,7 @@ def test_targets_and_load_target() -> None:
     assert [ln.split()[0] for ln in out.splitlines()[1:]] == names
     m7 = qlane.load_target("cortex-m7")
     assert isinstance(m7, qlane.Target) and qlane.load_target(m7) is m7
+    assert [t.name for t in qlane.targets()] == names  # still the function after a lookup
     with pytest.raises(qlane.TargetError) as e:
         qlane.load_target("z80")
     one_line(e, "unknown target 'z80'")
@@ -136,7 +144,7 @@ def test_generate_name_or_target_path_or_graph(tmp_path: Path) -> None:
     assert isinstance(a, qlane.Project) and a.files == b.files
     assert emit.content_hash(a) == emit.content_hash(b)
     written = qlane.write(a, tmp_path / "w")
-    assert sorted(p.name for p in written) == sorted(a.files)
+    assert sorted(p.relative_to(tmp_path / "w").as_posix() for p in written) == sorted(a.files)
     c = qlane.generate(str(ADD), "cortex-m7", name="net", out=tmp_path / "o")
     assert (tmp_path / "o" / "net.h").read_text() == c.files["net.h"] == a.files["net.h"]
 
@@ -252,7 +260,10 @@ def test_verify_host_tier_agrees_with_cli() -> None:
     assert isinstance(result, qlane.VerifyResult) and result.bit_exact and result.isa is None
     n = zoo_inputs("i8_add_7x9x5_relu6")[0].shape[0] + 2
     assert result.host.samples == n and [t for t, _ in result.tiers] == [qlane.HOST_TIER]
-    assert calls[0] == (qlane.HOST_TIER, 0, n) and calls[-1] == (qlane.HOST_TIER, n, n)
+    compile_, compare = f"{qlane.HOST_TIER}: compile", f"{qlane.HOST_TIER}: compare"
+    steps = n * (len(result.host.layers) + 1)
+    assert calls[:3] == [(compile_, 0, 1), (compile_, 1, 1), (compare, 0, steps)]
+    assert calls[-1] == (compare, steps, steps)
     code, out = cli("verify", ADD, "--target", "generic", "--inputs", npz, "--samples", 2,
                     "--seed", 1, "--json")
     assert code == 0 and json.loads(out) == result.to_json()
@@ -311,3 +322,43 @@ def test_estimate_errors() -> None:
     with pytest.raises(qlane.EstimateError) as e:
         qlane.estimate(DW, "cortex-m4", mode="fast")  # type: ignore[arg-type]
     one_line(e, "unknown mode")
+
+
+# --- the README --------------------------------------------------------------------------------
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_readme_fixedpoint_example_prints_what_it_says() -> None:
+    """Each line of the primitives example evaluates to the repr its comment shows."""
+    block = README.split("from qlane.sim import fixedpoint as fp\n")[1].split("```")[0]
+    scope: dict[str, Any] = {"fp": qlane.sim.fixedpoint, "np": np}
+    checked = 0
+    for line in block.strip().splitlines():
+        code, _, comment = line.partition("#")
+        shown = comment.strip().split(" (=")[0]
+        if "=" in code.split("(")[0]:
+            exec(code, scope)
+            names = code.split("=")[0].split(",")
+            got = ", ".join(repr(scope[n.strip()]) for n in names)
+        else:
+            got = repr(eval(code, scope))
+        assert got == shown, line
+        checked += 1
+    assert checked == 4
+
+
+def test_readme_command_synopses_match_the_commands() -> None:
+    """Every option a synopsis names exists; verify's lists --isa, --seed and --rounding."""
+    shell = "".join(re.findall(r"```sh\n(.*?)```", README, re.S))
+    synopses = re.findall(r"^qlane (\w+) ((?:.*\n)(?: {6,}.*\n)*)", shell, re.M)
+    assert {cmd for cmd, _ in synopses} >= {"inspect", "simulate", "generate", "verify",
+                                            "estimate"}
+    for cmd, text in synopses:
+        known = {o for p in main.commands[cmd].params for o in p.opts}
+        named = set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", text))
+        assert named <= known, (cmd, named - known)
+    verify = dict(synopses)["verify"]
+    for opt in ("--inputs", "--samples", "--seed", "--rounding", "--isa", "--json"):
+        assert opt in verify
+    assert "NET_invoke" not in README and "net_invoke" in README

@@ -155,3 +155,47 @@ def test_generated_makefile_cross_compiles_with_zig(tmp_path: Path) -> None:
                   "CFLAGS=-std=c99 -O2 -Wall -Werror -ffreestanding"], out)
     assert res.returncode == 0, res.stderr
     assert (out / "libdw.a").stat().st_size > 0
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("cc") is None,
+                    reason="make and cc are needed")
+def test_generate_keeps_the_given_name(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    code, text = run("generate", ADD, "--target", "generic", "-o", out, "--name", "Net")
+    assert code == 0, text
+    assert text.startswith(f"generated Net_invoke for generic (double rounding) in {out}")
+    assert {"Net.h", "Net.c", "Net_l000.c"} <= {p.name for p in out.iterdir()}
+    (out / "user.c").write_text('#include "Net.h"\n'
+                                'int use(void) { return NET_ARENA_BYTES > 0; }\n')
+    res = _build(["cc", "-std=c99", "-Wall", "-Werror", "-c", "user.c", "Net.c", "Net_l000.c"],
+                 out)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("int", "name 'int' is a C keyword; choose another name"),
+    ("a b", "name 'a b' is not a C identifier"),
+    ("__net", "name '__net' starts with _ (reserved for the C implementation)")])
+def test_generate_refuses_unsafe_names(tmp_path: Path, name: str, reason: str) -> None:
+    code, text = run("generate", ADD, "--target", "generic", "-o", tmp_path / "gen",
+                     "--name", name)
+    lines = text.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"Error: {reason}"), text
+    assert not (tmp_path / "gen").exists()
+
+
+def test_generate_removes_and_names_stale_files(tmp_path: Path) -> None:
+    out = tmp_path / "gen"
+    assert run("generate", ADD, "--target", "cortex-m4", "-o", out, "--name", "first")[0] == 0
+    first = set(json.loads((out / "manifest.json").read_text())["files"])
+    (out / "notes.txt").write_text("mine")
+    code, text = run("generate", ADD, "--target", "generic", "-o", out, "--name", "second")
+    assert code == 0, text
+    second = set(json.loads((out / "manifest.json").read_text())["files"])
+    stale = sorted(first - second)
+    assert len(stale) > 5 and "first.h" in stale and "cmake/zig.cmake" in stale
+    assert text.splitlines()[-1] == (f"removed {len(stale)} stale files of the previous "
+                                     f"generation: {', '.join(stale)}")
+    assert {p.name for p in out.iterdir()} == second | {"notes.txt"}
+    code, text = run("generate", ADD, "--target", "generic", "-o", out, "--name", "second")
+    assert code == 0 and "removed" not in text

@@ -174,3 +174,83 @@ def test_parallel_verifies_share_a_cache(tmp_path: Path) -> None:
         for p in procs:
             out, err = p.communicate(timeout=300)
             assert p.returncode == 0 and out.strip() == "BIT-EXACT", err[-2000:]
+
+
+def test_given_names_are_kept_exactly() -> None:
+    graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
+    project = generate(graph, load_target("generic"), name="Net")
+    assert project.name == "Net" and project.manifest["entry"] == "Net_invoke"
+    assert {"Net.h", "Net.c", "Net_l000.c", "Net_sample.h"} <= set(project.files)
+    assert "int Net_invoke(const void *const inputs[]" in project.files["Net.h"]
+    assert "#define NET_ARENA_BYTES " in project.files["Net.h"]
+    assert project.manifest["layers"][0]["kernel"].startswith("Net_l000_qs8_add_")
+    assert parse_symbol(project.manifest["layers"][0]["kernel"]).prefix == "Net"
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("int", "name 'int' is a C keyword"),
+    ("bool", "name 'bool' is a C keyword"),
+    ("a b", "name 'a b' is not a C identifier"),
+    ("3net", "name '3net' is not a C identifier"),
+    ("", "name '' is not a C identifier"),
+    ("__net", "name '__net' starts with _ (reserved"),
+    ("_Net", "name '_Net' starts with _ (reserved"),
+    ("n" * 41, "is 41 characters long (at most 40)"),
+    ("main", "name 'main' is the C entry point main"),
+    ("Board", "name 'Board' clashes with qlane's own board.c"),
+    ("qlane_fixedpoint", "uses qlane's own C prefix qlane_"),
+])
+def test_given_names_that_are_unsafe_are_refused(name: str, reason: str) -> None:
+    graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
+    with pytest.raises(GenerateError) as e:
+        generate(graph, load_target("generic"), name=name)
+    assert reason in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("model_name", "prefix"), [
+    ("My Net", "my_net"), ("int", "int_"), ("board", "m_board"), ("qlane_rt", "m_qlane_rt")])
+def test_names_from_the_model_file_are_sanitised(model_name: str, prefix: str) -> None:
+    graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
+    graph.name = model_name
+    project = generate(graph, load_target("generic"))
+    assert project.name == prefix and f"{prefix}.c" in project.files
+
+
+def test_stale_files_of_the_previous_generation_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
+    first = generate(graph, load_target("cortex-m4"), name="first")
+    write_project(first, out)
+    assert first.removed == []
+    (out / "notes.txt").write_text("mine")
+    (out / "cmake" / "mine.cmake").write_text("mine")
+    second = generate(graph, load_target("generic"), name="second")
+    write_project(second, out)
+    stale = sorted(set(first.files) - set(second.files))
+    assert second.removed == stale
+    assert {"first.c", "first.h", "first_l000.c", "board.c", "cmake/zig.cmake"} <= set(stale)
+    on_disk = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert on_disk == set(second.files) | {"notes.txt", "cmake/mine.cmake"}
+    (out / "cmake" / "mine.cmake").unlink()
+    write_project(first, out)
+    write_project(second, out)
+    assert not (out / "cmake").exists()  # emptied by the removal: gone too
+
+
+def test_stale_removal_stays_inside_the_directory(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    graph = load_tflite(ZOO / "i8_add_7x9x3.tflite")
+    project = generate(graph, load_target("generic"), name="m")
+    write_project(project, out)
+    (tmp_path / "outside.txt").write_text("keep")
+    (out / "sub").mkdir()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] += ["../outside.txt", str(tmp_path / "outside.txt"), "sub", "gone.c"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    write_project(project, out)
+    assert project.removed == []
+    assert (tmp_path / "outside.txt").read_text() == "keep" and (out / "sub").is_dir()
+    manifest["files"] = "m.c"  # not a list: not a qlane manifest
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(GenerateError, match="is not a qlane manifest"):
+        write_project(project, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from .model import (
 from .pipeline import Op, block_cycles, make_op, taken_branches
 
 if TYPE_CHECKING:
+    from ..compare import Progress
     from ..emit import Project
     from ..machine import Machine
 
@@ -97,17 +99,27 @@ class EmulatedRun:
 
 def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
                    name: str | None = None, build_root: str | Path | None = None,
-                   project: Project | None = None, flash: bool = True) -> EmulatedRun:
-    """Cross-compile, run every layer once (counting) and find its flash-reading loads."""
+                   project: Project | None = None, flash: bool = True,
+                   progress: Progress | None = None,
+                   on_layer: Callable[[EmulatedRun, Any], None] | None = None) -> EmulatedRun:
+    """Cross-compile, run every layer once (counting) and find its flash-reading loads.
+
+    ``progress`` gets the stages "compile" (0 of 1, then 1 of 1) and "emulate" (layers done of
+    all); ``on_layer`` is called with the run so far and each lowered layer once it is counted.
+    """
     from qlane.sim.interpreter import Interpreter
 
     from ..cross import build_elf
     from ..emit import generate
     from ..machine import machine_for
 
+    if progress:
+        progress("compile", 0, 1)
     project = project or generate(graph, target, name=name, rounding=rounding)
     elf = build_elf(project, target, build_root)
     emu = machine_for(elf, target, check_alignment=False)
+    if progress:
+        progress("compile", 1, 1)
     rng = np.random.default_rng(0)
     inputs = []
     for t in graph.input_tensors:
@@ -119,45 +131,69 @@ def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
             inputs.append(rng.integers(info.min, info.max, (1, *t.shape), endpoint=True,
                                        dtype=dt))
     tensors = Interpreter(graph, rounding).run(inputs, keep=True).tensors
-    counts: dict[int, dict[str, Any]] = {}
-    sites: dict[int, set[int]] = {}
-    for layer in project.layers:
+    run = EmulatedRun(project, emu, {}, {})
+    total = len(project.layers)
+    if progress:
+        progress("emulate", 0, total)
+    for done, layer in enumerate(project.layers, 1):
         ins = [tensors[t] for t in layer.inputs]
         specs = [(tuple(graph.tensors[t].shape), graph.tensors[t].dtype) for t in layer.outputs]
         _, c = emu.run_layer(layer.index, ins, specs, count_samples=[0])
-        counts[layer.index] = c[0]
+        run.counts[layer.index] = c[0]
         if flash:
             loads = [insn.address for start, (n, _) in c[0]["blocks"].items()
                      for insn in emu.block(start, n) if insn.cls == "load"]
-            sites[layer.index] = emu.flash_loads(
+            run.flash_sites[layer.index] = emu.flash_loads(
                 loads, lambda ins=ins, specs=specs, i=layer.index: emu.run_layer(i, ins, specs))
         else:
-            sites[layer.index] = set()
-    return EmulatedRun(project, emu, counts, sites)
+            run.flash_sites[layer.index] = set()
+        if progress:
+            progress("emulate", done, total)
+        if on_layer:
+            on_layer(run, layer)
+    return run
 
 
 def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
                       name: str | None = None, build_root: str | Path | None = None,
-                      run: EmulatedRun | None = None) -> Estimate:
-    """Emulated counts of every layer, costed block by block with the target's model."""
+                      run: EmulatedRun | None = None, *,
+                      on_layer: Callable[[LayerEstimate], None] | None = None,
+                      progress: Progress | None = None) -> Estimate:
+    """Emulated counts of every layer, costed block by block with the target's model.
+
+    Each layer is costed as soon as it has run; ``on_layer`` gets its estimate then.
+    ``progress``: see `emulate_layers` (not called for a given ``run``).
+    """
     model = cost_model(target)
-    try:
-        run = run or emulate_layers(graph, target, rounding, name, build_root)
-    except ImportError as e:
-        raise EstimateError(f"emulated mode needs unicorn, capstone, pyelftools and ziglang "
-                            f"({e}); or use --mode static") from None
-    coster = BlockCoster(run.emu, model)
-    layers = []
-    for layer in run.project.layers:
+    layers: list[LayerEstimate] = []
+    coster: BlockCoster | None = None
+
+    def cost(run: EmulatedRun, layer: Any) -> None:
+        nonlocal coster
+        coster = coster or BlockCoster(run.emu, model)
         c = run.counts[layer.index]
         base = layer_base(layer, graph)
         core, branch, memory, fbytes = coster.cost(c, run.flash_sites[layer.index],
-                                                   base["weight_bytes"])
-        est = LayerEstimate(**base, instructions=int(c["instructions"]),
-                            cycles=core + branch + memory, core_cycles=core,
-                            branch_cycles=branch, memory_cycles=memory,
-                            flash_read_bytes=fbytes, by_class=dict(c["by_class"]))
-        layers.append(floor_peak(est, model))
+                                                base["weight_bytes"])
+        est = floor_peak(LayerEstimate(**base, instructions=int(c["instructions"]),
+                                       cycles=core + branch + memory, core_cycles=core,
+                                       branch_cycles=branch, memory_cycles=memory,
+                                       flash_read_bytes=fbytes, by_class=dict(c["by_class"])),
+                         model)
+        layers.append(est)
+        if on_layer:
+            on_layer(est)
+
+    if run is None:
+        try:
+            run = emulate_layers(graph, target, rounding, name, build_root, progress=progress,
+                                 on_layer=cost)
+        except ImportError as e:
+            raise EstimateError(f"emulated mode needs unicorn, capstone, pyelftools and ziglang "
+                                f"({e}); or use --mode static") from None
+    else:
+        for layer in run.project.layers:
+            cost(run, layer)
     elf = run.emu.elf
     return Estimate(
         graph.name, target.name, "emulated", model.clock_hz, layers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,13 +100,20 @@ def static_layer(layer: Any, graph: Graph, model: CostModel) -> LayerEstimate:
 
 
 def estimate_static(graph: Graph, target: Target, rounding: str = "double",
-                    name: str | None = None, project: Project | None = None) -> Estimate:
-    """Per-layer cycles from shapes and fitted per-family coefficients; no compiler."""
+                    name: str | None = None, project: Project | None = None, *,
+                    on_layer: Callable[[LayerEstimate], None] | None = None) -> Estimate:
+    """Per-layer cycles from shapes and fitted per-family coefficients; no compiler.
+
+    ``on_layer`` gets each layer's estimate as soon as it is made."""
     from ..emit import generate
 
     model = cost_model(target)
     project = project or generate(graph, target, name=name, rounding=rounding)
-    layers = [static_layer(layer, graph, model) for layer in project.layers]
+    layers = []
+    for layer in project.layers:
+        layers.append(static_layer(layer, graph, model))
+        if on_layer:
+            on_layer(layers[-1])
     fitted = model.static.get("fitted", "")
     notes = [*model_notes(model),
              f"static coefficients fitted {fitted} by bench/calibrate_static.py"]
