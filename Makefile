@@ -1,4 +1,5 @@
-# qlane: `make demo` runs the main job on the bundled MobileNet; `make test` runs every check.
+# qlane: `make demo` runs the main job on the bundled MobileNet; `make test` runs every check,
+# `make test-fast` the pure-Python ones.
 # Both create .venv and install everything from PyPI on first use.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ MODEL  := examples/mobilenet_v1_0.25_128_u8.tflite
 INPUTS := examples/mobilenet_v1_0.25_128_u8.inputs.npz
 OUT    := build/demo
 
-.PHONY: all demo test lint bench bench-kernels fuzz-bench clean
+.PHONY: all demo test test-fast lint bench bench-kernels fuzz-bench clean
 
 all: test
 
@@ -33,6 +34,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2
+
+# the inner loop: pure-Python tests only (tier "fast", see tests/conftest.py), no C build
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m fast
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_simulator.py

@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from qlane.codegen.estimate import (  # noqa: E402
+from qlane.codegen.cost import (  # noqa: E402
     BlockCoster,
     EmulatedRun,
     EstimateError,
@@ -38,16 +38,19 @@ from qlane.codegen.estimate import (  # noqa: E402
     find_llvm_mca,
     run_mca,
 )
+from qlane.codegen.families import CHIPS, FAMILIES, budget_chips, family_of  # noqa: E402
 from qlane.codegen.names import parse_symbol  # noqa: E402
 from qlane.codegen.targets import Target, load_target  # noqa: E402
 from qlane.sim import load_tflite  # noqa: E402
 
 MODELS = {"u8": ROOT / "examples" / "mobilenet_v1_0.25_128_u8.tflite",
           "i8": ROOT / "tests" / "zoo" / "i8_mobilenet_v1_0.25_128.tflite"}
-TARGETS = ("cortex-m4", "cortex-m7", "cortex-a53", "cortex-a72")
-BINDING = ("cortex-m4", "cortex-a53")
-"""The chips the references were measured on: the issue's targets bind there; on the others the
-same code compiles to other instruction counts (``-mcpu`` tuning), shown for information."""
+TARGETS = tuple(CHIPS)
+"""Every chip of the kernel-family table (`qlane.codegen.families`)."""
+BINDING = budget_chips()
+"""The chips the kernel families are measured on, where the references were measured too: the
+issue's targets bind there; on the others the same code compiles to other instruction counts
+(``-mcpu`` tuning), shown for information."""
 
 Shape = tuple[int, ...]
 
@@ -156,15 +159,13 @@ NOTES = {
 }
 
 
-def group(key: LayerKey) -> str:
-    """Layer group of a MobileNet layer, from its identity."""
-    if key.op == "conv2d" and key.window.startswith("1x1"):
-        return "classifier" if key.inp[:2] == (1, 1) else "pointwise"
-    if key.op == "conv2d":
-        return "first conv"
-    if key.op == "dwconv2d":
-        return "depthwise 3x3"
-    return "other"
+def group(variant: str, key: LayerKey) -> str:
+    """Layer group of a MobileNet layer: the group of its kernel family (`qlane.codegen.families`;
+    a pointwise conv on a 1x1 input is the classifier), "other" outside `GROUPS`."""
+    fam = family_of(key.op, variant, key.inp[-1] if key.inp else None)
+    if fam is None or fam.group not in GROUPS:
+        return "other"
+    return "classifier" if fam.name == "pointwise" and key.inp[:2] == (1, 1) else fam.group
 
 
 def layer_key(op: str, variant: str, inp: list[int], out: list[int]) -> LayerKey:
@@ -206,11 +207,35 @@ def measure(target_name: str, path: Path, mca: bool = False) -> list[dict[str, A
         spec = parse_symbol(la.kernel)
         key = layer_key(spec.op, spec.variant, la.input_shapes[0], la.output_shapes[0])
         rows.append({"index": la.index, "op": spec.op, "variant": spec.variant,
-                     "tile": spec.tile, "isa": spec.isa, "key": key, "group": group(key),
+                     "tile": spec.tile, "isa": spec.isa, "key": key,
+                     "group": group(spec.variant, key),
+                     "family": _family_name(spec.op, spec.variant, key),
                      "macs": la.macs, "instructions": la.instructions, "cycles": la.cycles,
                      "mca_cycles": by_mca.get(la.index),
                      "mca_fallback_blocks": fallback.get(la.index, 0)})
     return rows
+
+
+def _family_name(op: str, variant: str, key: LayerKey) -> str:
+    fam = family_of(op, variant, key.inp[-1] if key.inp else None)
+    return fam.name if fam else "-"
+
+
+def family_report(chip: str, data: dict[str, list[dict[str, Any]]]) -> None:
+    """Per kernel family of the table: MobileNet instructions per MAC beside the family's
+    small-layer budget on this chip (uint8 / int8, the ReLU-like output stage of MobileNet)."""
+    print(f"\n| {chip} kernel family | MobileNet layers | ours u8 / i8 instr/MAC | "
+          "budget u8 / i8 (small layer) |\n|---|---|---|---|")
+    for fam in FAMILIES:
+        rows = [(a, b) for a, b in zip(data["u8"], data["i8"]) if a["family"] == fam.name
+                and a["macs"]]
+        if not rows:
+            continue
+        macs = sum(a["macs"] for a, _ in rows)
+        per = [sum(r[k]["instructions"] for r in rows) / macs for k in (0, 1)]
+        budget = [fam.budgets.get((chip, dt, "relu")) for dt in ("uint8", "int8")]
+        cell = " / ".join("-" if b is None else f"{b:.3f}" for b in budget)
+        print(f"| {fam.name} | {len(rows)} | {per[0]:.3f} / {per[1]:.3f} | {cell} |")
 
 
 def _per(num: float | None, den: float) -> str:
@@ -388,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Emulated instructions per MAC against CMSIS-NN and XNNPACK, MobileNet v1 0.25/128 "
           f"({time.perf_counter() - t0:.0f} s)")
     missed = [m for t in targets for m in report(t, data[t], mca)]
+    for t in targets:
+        family_report(t, data[t])
     if args.check:
         print(f"\n## --check: {len(missed)} target(s) missed\n" if missed else
               "\n## --check: every target met")

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -426,6 +427,106 @@ def _load(modname: str, path: Path) -> ModuleType:
     return _LOADED[key]
 
 
+NEON_PCH_HEADER = "qlane_neon.h"
+"""The header `neon_pch_args` precompiles: on a host without NEON it pulls in all of SIMDe."""
+
+
+def _cache_root(kind: str) -> Path:
+    """``$QLANE_CACHE`` (cffi modules) or its ``pch`` subdirectory; else ``~/.cache/qlane/KIND``."""
+    env = os.environ.get("QLANE_CACHE")
+    if env:
+        return Path(env) if kind == "cffi" else Path(env) / kind
+    return Path.home() / ".cache" / "qlane" / kind
+
+
+def host_compiler() -> list[str] | None:
+    """The command distutils compiles cffi sources with (compiler, Python's CFLAGS, -fPIC), or
+    None when that compiler is not GCC (`neon_pch_args` relies on GCC's ``X.h.gch`` lookup)."""
+    import setuptools  # noqa: F401, I001  (first: its distutils on Python >= 3.12)
+    from distutils.ccompiler import new_compiler
+    from distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    command = list(getattr(compiler, "compiler_so", None) or [])
+    return command if command and _gcc_version(command[0]) else None
+
+
+@cache
+def _gcc_version(executable: str) -> str | None:
+    """``EXECUTABLE --version`` when it is GCC, else None."""
+    try:
+        out = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                             check=False)
+    except OSError:
+        return None
+    text = out.stdout
+    gcc = out.returncode == 0 and "Free Software Foundation" in text and "clang" not in text
+    return text if gcc else None
+
+
+def neon_pch_args(include_dirs: Sequence[str], args: Sequence[str],
+                  pch_dir: str | Path | None = None) -> list[str]:
+    """Compiler arguments that start every C file with a precompiled `NEON_PCH_HEADER`.
+
+    Only on a host without NEON, with GCC, and when an include directory holds the header:
+    there it is SIMDe's ~100k lines, parsed once per generated .c file otherwise. The header's
+    text is precompiled once per (text, other include directories, compiler, ``args``) into
+    ``pch_dir`` (default: ``$QLANE_CACHE/pch`` or ``~/.cache/qlane/pch``) as
+    ``qlane_neon_<hash>.h`` and its ``.h.gch``, each published with an atomic rename.
+    ``-include`` puts it before the first C token, where GCC takes the ``.gch`` beside it; the
+    include guard then makes the sources' own ``#include "qlane_neon.h"`` a no-op.
+    ``-Winvalid-pch`` reports a rejected .gch (the build then parses the header text: slower,
+    same result). Empty when any condition fails, or when the header does not compile on its
+    own (the normal build then reports why).
+    """
+    if host_has_neon():
+        return []
+    found = [Path(d) / NEON_PCH_HEADER for d in include_dirs
+             if (Path(d) / NEON_PCH_HEADER).is_file()]
+    compiler = host_compiler() if found else None
+    if compiler is None:
+        return []
+    text = found[0].read_bytes()
+    others = [str(d) for d in include_dirs if Path(d) != found[0].parent]
+    key = json.dumps({
+        "header": hashlib.sha256(text).hexdigest(), "include_dirs": others,
+        "headers": [_dir_fingerprint(d) for d in others], "compiler": compiler,
+        "version": _gcc_version(compiler[0]), "args": list(args),
+    }, sort_keys=True)
+    out = Path(pch_dir or _cache_root("pch")).resolve()
+    header = out / f"qlane_neon_{hashlib.sha256(key.encode()).hexdigest()[:16]}.h"
+    gch = header.with_name(header.name + ".gch")
+    if not gch.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        _publish(header, text)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{gch.name}.")
+        os.close(fd)
+        try:
+            # -isystem: GCC < 13 drops SIMDe's warning pragmas from a .gch (GCC bug 64117)
+            cmd = [*compiler, *(f"-isystem{d}" for d in others), "-x", "c-header",
+                   str(header), "-o", tmp, *args]
+            if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
+                return []
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, gch)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return ["-include", str(header), "-Winvalid-pch"]
+
+
+def _publish(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temp file renamed over it)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def build_cffi_module(
     name: str,
     cdef: str,
@@ -435,6 +536,7 @@ def build_cffi_module(
     extra_args: Sequence[str] = (),
     *,
     sources: Sequence[str | Path] = (),
+    pch_dir: str | Path | None = None,
 ) -> tuple[Any, Any]:
     """Compile C with cffi at plain -O2 and import it from its absolute path: ``(ffi, lib)``.
 
@@ -442,12 +544,12 @@ def build_cffi_module(
     files compiled into it. Builds live under ``tmpdir`` (default: ``$QLANE_CACHE`` or
     ``~/.cache/qlane/cffi``) keyed by a hash of every input: the texts, the flags, the files
     directly inside each include directory (deeper trees such as SIMDe count by path), the
-    Python ABI and the cffi version. An identical request reuses the built module.
+    Python ABI and the cffi version. An identical request reuses the built module. NEON code
+    built on a host without NEON starts from a precompiled SIMDe (`neon_pch_args`, ``pch_dir``).
     """
     import cffi
 
-    build_dir = Path(tmpdir or os.environ.get("QLANE_CACHE") or
-                     Path.home() / ".cache" / "qlane" / "cffi").resolve()
+    build_dir = Path(tmpdir or _cache_root("cffi")).resolve()
     incs = [str(Path(d).resolve()) for d in include_dirs]
     srcs = [str(Path(s).resolve()) for s in sources]
     args = [*HOST_CFLAGS, *extra_args]
@@ -468,7 +570,7 @@ def build_cffi_module(
         ffi = cffi.FFI()
         ffi.cdef(cdef)
         ffi.set_source(modname, source, include_dirs=incs, sources=srcs,
-                       extra_compile_args=args)
+                       extra_compile_args=[*args, *neon_pch_args(incs, args, pch_dir)])
         with tempfile.TemporaryDirectory(dir=build_dir, prefix=f".{modname}-") as work:
             built = ffi.compile(tmpdir=work, verbose=False)
             os.replace(built, target)  # atomic: concurrent builders of one key agree

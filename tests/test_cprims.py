@@ -712,3 +712,36 @@ def test_ubsan_edge_grid(build_root: Path) -> None:
         pos += n * case.out.itemsize
         _assert_case(case, got, f"[ubsan {prefix}]")
     assert pos == len(data)
+
+
+def test_neon_builds_start_from_a_precompiled_simde(tmp_path: Path) -> None:
+    """On a host without NEON, GCC takes the precompiled qlane_neon.h (``-H`` marks the .gch
+    used, ``-Winvalid-pch`` stays quiet), the object code is byte-identical to a build without
+    it, and the .gch is built once, published whole."""
+    if cprims.host_has_neon() or cprims.host_compiler() is None:
+        pytest.skip("the precompiled header serves GCC on hosts without NEON")
+    inc = tmp_path / "inc"
+    cprims.write_header_files("neon", inc)
+    src = tmp_path / "k.c"
+    src.write_text('#include "qlane_fixedpoint.h"\n'
+                   "int32x4_t k(int32x4_t a, int32x4_t b) {\n"
+                   "    return vrshlq_s32(vqrdmulhq_s32(a, b), vdupq_n_s32(-3));\n}\n")
+    incs = [str(inc), cprims.simde_include_dir()]
+    args = list(cprims.HOST_CFLAGS)
+    pch = cprims.neon_pch_args(incs, args, tmp_path / "pch")
+    assert pch[0] == "-include" and "-Winvalid-pch" in pch
+    gch = Path(pch[1] + ".gch")
+    stamp = gch.stat().st_mtime_ns
+    assert cprims.neon_pch_args(incs, args, tmp_path / "pch") == pch
+    assert gch.stat().st_mtime_ns == stamp, "rebuilt an existing .gch"
+    assert sorted(p.name for p in gch.parent.iterdir()) == sorted([gch.name, Path(pch[1]).name])
+    base = [*cprims.host_compiler(), *(f"-I{d}" for d in incs), "-c", str(src), *args]
+    plain = subprocess.run([*base, "-o", str(tmp_path / "plain.o")], capture_output=True,
+                           text=True)
+    assert plain.returncode == 0, plain.stderr
+    used = subprocess.run([*base, "-o", str(tmp_path / "pch.o"), *pch, "-H"],
+                          capture_output=True, text=True)
+    assert used.returncode == 0, used.stderr
+    assert used.stderr.splitlines()[0] == f"! {gch}", used.stderr[:2000]
+    assert "not used" not in used.stderr and "warning" not in used.stderr, used.stderr[:2000]
+    assert (tmp_path / "plain.o").read_bytes() == (tmp_path / "pch.o").read_bytes()

@@ -1,0 +1,165 @@
+"""Kernel families x chips: the one table the instruction budgets, the kernel bench and the
+static-cost calibration iterate (in the manner of XNNPACK's kernel lists).
+
+A family is one kind of generated kernel (op and variant of its symbol: pointwise, depthwise
+stride 1 and 2, first conv, fully connected, average pool, add) with one small MobileNet-like layer
+that exercises it. Each chip runs its families on one ISA (`CHIPS`); a family is measured on the
+chips its budgets name: instructions per MAC (per window addition for pools, per output for ADD)
+per (chip, dtype, output stage), emulated with zig `MEASURED_WITH_ZIG`
+(tests/test_kernel_budget.py). Output stage "relu": zero point at the bottom of the range and
+RELU6 over [0, 6], as every MobileNet v1 layer; "mid": zero point mid-range and RELU_N1_TO_1,
+which clamps on both sides (the general output stage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+CHIPS: dict[str, str] = {"cortex-m4": "dsp", "cortex-m7": "dsp", "cortex-a53": "neon",
+                         "cortex-a72": "neon"}
+"""Every chip with a cross build, and the ISA its kernels must run on."""
+DTYPES = ("uint8", "int8")
+STAGES = ("relu", "mid")
+"""Output stages, see the module docstring."""
+MEASURED_WITH_ZIG = "0.17.1"
+"""The compiler the budgets were measured with (the ``test`` extra pins it): instruction counts
+depend on it, so the budget tests skip on another version."""
+STALE = 0.85
+"""A measurement below STALE x its budget means the budget was not lowered after a speed-up."""
+
+
+@dataclass(frozen=True)
+class KernelFamily:
+    """One kernel family: what its layer computes, the symbol it must get, its budgets."""
+
+    name: str
+    group: str  # label in reports ("depthwise 3x3" covers both strides)
+    opcode: str
+    op: str  # op tag of the kernel symbol
+    shape: tuple[int, ...]  # input of the budget layer (NHWC, or [rows, depth] for FC)
+    units: int  # output channels / units (= input channels for depthwise, pool, add)
+    window: tuple[int, int] = (1, 1)  # filter or pool window
+    stride: int = 1
+    padding: str = "SAME"
+    variant: str | None = None  # variant of the symbol (None: any)
+    budgets: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
+    """(chip, dtype, stage) -> instructions per unit of work; the measurement in comments."""
+
+    @property
+    def chips(self) -> tuple[str, ...]:
+        """The chips the family is measured on, in `CHIPS` order."""
+        return tuple(c for c in CHIPS if any(k[0] == c for k in self.budgets))
+
+    @property
+    def isas(self) -> tuple[str, ...]:
+        """The ISAs with a kernel of this family (those of the chips it is measured on)."""
+        return tuple(dict.fromkeys(CHIPS[c] for c in self.chips))
+
+    def matches(self, op: str, variant: str) -> bool:
+        """Whether a kernel symbol's op and variant belong to this family."""
+        return op == self.op and self.variant in (None, variant)
+
+
+# Budget = measured instructions per unit x 1.03, rounded up to 3 decimals; the measurement is
+# the comment after each entry (2026-11-25, zig MEASURED_WITH_ZIG). Lower a budget when its
+# kernel gets faster: test_budget_is_not_stale fails once a measurement drops below STALE x it.
+M4, A53 = "cortex-m4", "cortex-a53"
+FAMILIES: tuple[KernelFamily, ...] = (
+    KernelFamily("pointwise", "pointwise", "CONV_2D", "conv2d", (1, 8, 8, 32), 32,
+                 variant="k1x1s1", budgets={
+                     (M4, "uint8", "relu"): 1.497,  # 1.4533
+                     (M4, "uint8", "mid"): 1.735,  # 1.6843
+                     (M4, "int8", "relu"): 1.578,  # 1.5319
+                     (M4, "int8", "mid"): 1.828,  # 1.7741
+                     (A53, "uint8", "relu"): 0.364,  # 0.3530
+                     (A53, "uint8", "mid"): 0.392,  # 0.3802
+                     (A53, "int8", "relu"): 0.380,  # 0.3682
+                     (A53, "int8", "mid"): 0.412,  # 0.3992
+                 }),
+    KernelFamily("depthwise_s1", "depthwise 3x3", "DEPTHWISE_CONV_2D", "dwconv2d",
+                 (1, 8, 8, 32), 32, (3, 3), 1, variant="k3x3s1", budgets={
+                     (M4, "uint8", "relu"): 4.165,  # 4.0428
+                     (M4, "uint8", "mid"): 5.034,  # 4.8872
+                     (M4, "int8", "relu"): 4.413,  # 4.2840
+                     (M4, "int8", "mid"): 5.299,  # 5.1445
+                     (A53, "uint8", "relu"): 0.461,  # 0.4471
+                     (A53, "uint8", "mid"): 0.547,  # 0.5309
+                     (A53, "int8", "relu"): 0.508,  # 0.4924
+                     (A53, "int8", "mid"): 0.621,  # 0.6028
+                 }),
+    KernelFamily("depthwise_s2", "depthwise 3x3", "DEPTHWISE_CONV_2D", "dwconv2d",
+                 (1, 16, 16, 32), 32, (3, 3), 2, variant="k3x3s2", budgets={
+                     (M4, "uint8", "relu"): 4.539,  # 4.4065
+                     (M4, "uint8", "mid"): 5.366,  # 5.2091
+                     (M4, "int8", "relu"): 4.666,  # 4.5294
+                     (M4, "int8", "mid"): 5.556,  # 5.3939
+                     (A53, "uint8", "relu"): 0.612,  # 0.5932
+                     (A53, "uint8", "mid"): 0.703,  # 0.6823
+                     (A53, "int8", "relu"): 0.660,  # 0.6399
+                     (A53, "int8", "mid"): 0.774,  # 0.7510
+                 }),
+    KernelFamily("first_conv", "first conv", "CONV_2D", "conv2d", (1, 16, 16, 3), 8, (3, 3), 2,
+                 variant="k3x3s2", budgets={
+                     (M4, "uint8", "relu"): 2.457,  # 2.3847
+                     (M4, "uint8", "mid"): 2.724,  # 2.6440
+                     (M4, "int8", "relu"): 2.410,  # 2.3393
+                     (M4, "int8", "mid"): 2.706,  # 2.6264
+                     (A53, "uint8", "relu"): 0.550,  # 0.5332
+                     (A53, "uint8", "mid"): 0.584,  # 0.5663
+                     (A53, "int8", "relu"): 0.557,  # 0.5405
+                     (A53, "int8", "mid"): 0.587,  # 0.5694
+                 }),
+    KernelFamily("fc", "fully connected", "FULLY_CONNECTED", "fc", (1, 256), 64, budgets={
+        (M4, "uint8", "relu"): 1.211,  # 1.1749
+        (M4, "uint8", "mid"): 1.241,  # 1.2041
+        (M4, "int8", "relu"): 1.219,  # 1.1826
+        (M4, "int8", "mid"): 1.264,  # 1.2266
+        (A53, "uint8", "relu"): 0.341,  # 0.3304
+        (A53, "uint8", "mid"): 0.345,  # 0.3341
+        (A53, "int8", "relu"): 0.294,  # 0.2847
+        (A53, "int8", "mid"): 0.299,  # 0.2896
+    }),
+    KernelFamily("avgpool", "average pool", "AVERAGE_POOL_2D", "avgpool", (1, 4, 4, 256), 256,
+                 (4, 4), 1, "VALID", variant="k4x4s1", budgets={
+                     (A53, "uint8", "relu"): 0.299,  # 0.2903
+                     (A53, "uint8", "mid"): 0.309,  # 0.2991
+                     (A53, "int8", "relu"): 0.364,  # 0.3528
+                     (A53, "int8", "mid"): 0.373,  # 0.3616
+                 }),
+    KernelFamily("add", "add", "ADD", "add", (1, 8, 8, 32), 32, budgets={
+        (A53, "uint8", "relu"): 4.063,  # 3.9438
+        (A53, "uint8", "mid"): 4.966,  # 4.8208
+        (A53, "int8", "relu"): 4.191,  # 4.0688
+        (A53, "int8", "mid"): 4.966,  # 4.8208
+    }),
+)
+"""MobileNet-like layers, small enough to emulate in milliseconds: a 1x1 conv, 3x3 depthwise
+stride 1 and 2, the first 3x3 stride-2 conv on 3 channels, a 256 -> 64 classifier, the global
+average pool and a residual ADD (the last two have NEON kernels only)."""
+
+BY_NAME: dict[str, KernelFamily] = {f.name: f for f in FAMILIES}
+
+
+def budget_rows() -> list[tuple[str, str, str, str, float]]:
+    """Every budget as (chip, family, dtype, stage, budget), chip by chip in `CHIPS` order."""
+    return [(chip, f.name, dtype, stage, f.budgets[chip, dtype, stage])
+            for chip in CHIPS for f in FAMILIES for dtype in DTYPES for stage in STAGES
+            if (chip, dtype, stage) in f.budgets]
+
+
+def budget_chips() -> tuple[str, ...]:
+    """The chips any family is measured on."""
+    return tuple(c for c in CHIPS if any(c in f.chips for f in FAMILIES))
+
+
+def family_of(op: str, variant: str, input_channels: int | None = None
+              ) -> KernelFamily | None:
+    """The family of a kernel (op and variant of its symbol); a strided 3x3 conv is the first
+    conv only on 3 input channels (when given)."""
+    for f in FAMILIES:
+        if f.matches(op, variant):
+            if f.name == "first_conv" and input_channels not in (None, f.shape[-1]):
+                continue
+            return f
+    return None
