@@ -25,7 +25,9 @@ demo: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/qlane inspect $(MODEL)
 	$(BIN)/qlane simulate $(MODEL) --inputs $(INPUTS) --output $(OUT)/outputs.npz --tensors $(OUT)/tensors.npz
-	$(BIN)/qlane generate $(MODEL) --target cortex-m7 -o $(OUT)/cortex-m7 --name mobilenet
+	$(BIN)/qlane generate $(MODEL) --target cortex-m7 -o $(OUT)/cortex-m7 --name mobilenet --inputs $(INPUTS)
+	$(MAKE) -s -C $(OUT)/cortex-m7 example
+	$(OUT)/cortex-m7/mobilenet_example
 	$(BIN)/qlane verify $(MODEL) --target cortex-m7 --inputs $(INPUTS) --samples 1 --isa
 	$(BIN)/qlane estimate $(MODEL) --target cortex-m7
 
