@@ -10,7 +10,7 @@ MODEL  := examples/mobilenet_v1_0.25_128_u8.tflite
 INPUTS := examples/mobilenet_v1_0.25_128_u8.inputs.npz
 OUT    := build/demo
 
-.PHONY: all demo test test-fast lint bench bench-kernels fuzz-bench clean
+.PHONY: all demo test test-fast lint bench bench-kernels bench-mlperf fuzz-bench clean
 
 all: test
 
@@ -46,6 +46,10 @@ bench: $(STAMP)
 
 bench-kernels: $(STAMP)
 	$(BIN)/python bench/instructions_per_mac.py
+
+# MLPerf Tiny int8 models: estimate vs the best published silicon (a few minutes)
+bench-mlperf: $(STAMP)
+	$(BIN)/python bench/mlperf_tiny.py
 
 fuzz-bench: $(STAMP)
 	$(BIN)/python bench/fuzz_importer.py --count 10000

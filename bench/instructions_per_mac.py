@@ -5,11 +5,13 @@ target, runs every layer once in the emulator and prints, per layer, the execute
 per MAC and the estimated cycles per MAC (emulated mode of `qlane.codegen.estimate`) beside the
 reference kernels measured the same way (CMSIS-NN int8 for Cortex-M, XNNPACK QU8 for
 Cortex-A), the issue's target and whether it is met; then the same per layer group. With
-llvm-mca on PATH, also the emulated block counts costed by llvm-mca. Lower is better; a kernel
-change is judged by these tables.
+llvm-mca on PATH, also the emulated block counts costed by llvm-mca. With arm-none-eabi-gcc on
+PATH, the Cortex-M targets are built with GCC too, and a table per chip sets GCC's instructions
+and cycles per MAC per kernel family beside zig's (the issue's bound: GCC at most 10% slower).
+Lower is better; a kernel change is judged by these tables.
 
     python bench/instructions_per_mac.py [--targets cortex-m4,cortex-a53] [--json OUT]
-                                         [--no-mca] [--check]
+                                         [--no-mca] [--no-gcc] [--check]
 
 Exit status 0; with ``--check``, 1 if a target on cortex-m4 or cortex-a53 (where the references
 were measured) is missed: a report for people, not for CI.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +41,7 @@ from qlane.codegen.cost import (  # noqa: E402
     find_llvm_mca,
     run_mca,
 )
+from qlane.codegen.cross import GCC, compiler_version  # noqa: E402
 from qlane.codegen.families import CHIPS, FAMILIES, budget_chips, family_of  # noqa: E402
 from qlane.codegen.names import parse_symbol  # noqa: E402
 from qlane.codegen.targets import Target, load_target  # noqa: E402
@@ -194,12 +198,13 @@ def mca_cycles(run: EmulatedRun, target: Target) -> tuple[dict[int, float], dict
     return cycles, fallback
 
 
-def measure(target_name: str, path: Path, mca: bool = False) -> list[dict[str, Any]]:
+def measure(target_name: str, path: Path, mca: bool = False, cc: str = "zig"
+            ) -> list[dict[str, Any]]:
     """Per layer: index, op, kernel, identity, group, MACs, instructions, estimated cycles and
-    (``mca``) llvm-mca cycles."""
+    (``mca``) llvm-mca cycles, of the image built with ``cc``."""
     target = load_target(target_name)
     graph = load_tflite(str(path))
-    run = emulate_layers(graph, target)
+    run = emulate_layers(graph, target, cc=cc)
     est = estimate_emulated(graph, target, run=run)
     by_mca, fallback = mca_cycles(run, target) if mca else ({}, {})
     rows = []
@@ -236,6 +241,56 @@ def family_report(chip: str, data: dict[str, list[dict[str, Any]]]) -> None:
         budget = [fam.budgets.get((chip, dt, "relu")) for dt in ("uint8", "int8")]
         cell = " / ".join("-" if b is None else f"{b:.3f}" for b in budget)
         print(f"| {fam.name} | {len(rows)} | {per[0]:.3f} / {per[1]:.3f} | {cell} |")
+
+
+GCC_BOUND = 1.10
+"""The issue's bound: a kernel family at most 10% more instructions under GCC than zig."""
+
+
+def _family_rows(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    if name == "whole net":
+        return rows
+    if name == "no MACs":
+        return [r for r in rows if not r["macs"]]
+    if name == "classifier":
+        return [r for r in rows if r["group"] == "classifier"]
+    return [r for r in rows if r["family"] == name and r["group"] != "classifier" and r["macs"]]
+
+
+def compiler_report(chip: str, zig: dict[str, list[dict[str, Any]]],
+                    gcc: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per kernel family of MobileNet: instructions and cycles per MAC under zig and GCC, and
+    their ratio; return the families over `GCC_BOUND`."""
+    print(f"\n| {chip} kernel family | layers | zig u8 / i8 instr/MAC | gcc u8 / i8 instr/MAC | "
+          "gcc / zig instr u8 / i8 | zig u8 / i8 cycles/MAC | gcc u8 / i8 cycles/MAC | "
+          f"≤ {GCC_BOUND:.2f} |\n|---|---|---|---|---|---|---|---|")
+    over = []
+    names = [f.name for f in FAMILIES if any(r["family"] == f.name for r in zig["u8"])]
+    for name in [*names, "classifier", "no MACs", "whole net"]:
+        z = {k: _family_rows(zig[k], name) for k in ("u8", "i8")}
+        g = {k: _family_rows(gcc[k], name) for k in ("u8", "i8")}
+        if not z["u8"]:
+            continue
+        cells = {}
+        for what in ("instructions", "cycles"):
+            for cc, d in (("zig", z), ("gcc", g)):
+                vals = []
+                for k in ("u8", "i8"):
+                    macs = sum(r["macs"] for r in d[k])
+                    tot = sum(r[what] for r in d[k])
+                    vals.append(f"{tot / macs:.3f}" if macs else f"{tot:,.0f} total")
+                cells[cc, what] = " / ".join(vals)
+        ratio = [sum(r["instructions"] for r in g[k]) / sum(r["instructions"] for r in z[k])
+                 for k in ("u8", "i8")]
+        ok = max(ratio) <= GCC_BOUND
+        if not ok:
+            over.append(f"{chip}: {name}: gcc / zig instructions {ratio[0]:.3f} (u8) / "
+                        f"{ratio[1]:.3f} (i8) > {GCC_BOUND:.2f}")
+        print(f"| {name} | {len(z['u8'])} | {cells['zig', 'instructions']} | "
+              f"{cells['gcc', 'instructions']} | {ratio[0]:.3f} / {ratio[1]:.3f} | "
+              f"{cells['zig', 'cycles']} | {cells['gcc', 'cycles']} | "
+              f"{'yes' if ok else 'no'} |")
+    return over
 
 
 def _per(num: float | None, den: float) -> str:
@@ -383,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--json", help="Also write the per-layer figures to this file.")
     ap.add_argument("--no-mca", action="store_true", help="Skip the llvm-mca cycles column.")
+    ap.add_argument("--no-gcc", action="store_true",
+                    help=f"Skip the {GCC} builds of the Cortex-M targets.")
     ap.add_argument("--check", action="store_true",
                     help="Exit 1 and list the missed targets if any target is missed.")
     args = ap.parse_args(argv)
@@ -405,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
             if (ka.op, ka.inp, ka.out) != (kb.op, kb.inp, kb.out):
                 raise SystemExit(f"{t}: layer {a['index']} differs between the models: "
                                  f"{ka} vs {kb}")
+    gcc_data: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    if not args.no_gcc and shutil.which(GCC):
+        for t in targets:
+            if load_target(t).machine == "thumb":
+                gcc_data[t] = {k: measure(t, p, cc="gcc") for k, p in MODELS.items()}
     keys = {r["key"] for rows in data.values() for r in rows["u8"]}
     for lib in {LIBRARY[t] for t in targets}:
         for k in REFS[lib]:
@@ -415,6 +477,15 @@ def main(argv: list[str] | None = None) -> int:
     missed = [m for t in targets for m in report(t, data[t], mca)]
     for t in targets:
         family_report(t, data[t])
+    if gcc_data:
+        print(f"\n## The compiler: {compiler_version('gcc')} against {compiler_version('zig')}, "
+              f"both -O2")
+        over = [m for t in gcc_data for m in compiler_report(t, data[t], gcc_data[t])]
+        print(f"\nEvery family within {GCC_BOUND:.2f}x of zig's instructions under GCC." if not over
+              else "\nOver the bound:\n" + "\n".join(f"- {m}" for m in over))
+    elif not args.no_gcc:
+        print(f"\n({GCC} is not installed: no GCC figures; Debian: apt-get install "
+              f"gcc-arm-none-eabi)")
     if args.check:
         print(f"\n## --check: {len(missed)} target(s) missed\n" if missed else
               "\n## --check: every target met")
@@ -423,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {t: {k: [{**r, "key": vars(r["key"])} for r in rows] for k, rows in d.items()}
                for t, d in data.items()}
+        for t, d in gcc_data.items():
+            out[f"{t} gcc"] = {k: [{**r, "key": vars(r["key"])} for r in rows]
+                               for k, rows in d.items()}
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     return 1 if args.check and missed else 0
 

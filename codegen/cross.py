@@ -1,4 +1,8 @@
-"""Cross-compile a generated project into a freestanding ELF for its chip with ``zig cc``."""
+"""Cross-compile a generated project into a freestanding ELF for its chip.
+
+The compiler is ``zig cc`` (clang; every target) or ``arm-none-eabi-gcc`` (Cortex-M targets),
+with the same linker script, runtime and string.h shim.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +54,15 @@ int memcmp(const void *a, const void *b, size_t n);
 #define memcmp(a, b, n) __builtin_memcmp((a), (b), (n))
 #endif
 """
+
+CCS = ("zig", "gcc")
+"""Compilers of the cross build: zig's clang, or arm-none-eabi-gcc (Thumb targets only)."""
+
+GCC = "arm-none-eabi-gcc"
+GCC_PACKAGE = "gcc-arm-none-eabi"
+GCC_FLAGS = ("-ffunction-sections", "-nostdlib")
+"""Added to `CFLAGS` under GCC: one section per function for the link's garbage collection,
+and no C library or startup files (the link adds libgcc alone, for 64-bit division)."""
 
 PCH_HEADER = "#include <arm_neon.h>\n"
 """Precompiled once per AArch64 build: parsing arm_neon.h costs ~0.7 s per file otherwise."""
@@ -107,6 +120,8 @@ class ElfImage:
     layer_symbols: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
     cached: bool = False
+    compiler: str = ""
+    """The compiler that built the image and its version (``zig 0.17.1``)."""
 
     @property
     def thumb(self) -> bool:
@@ -172,6 +187,55 @@ def zig_version() -> str:
         raise CrossError("python -m ziglang is not usable (pip install ziglang): "
                          + (out.stderr.strip().splitlines() or ["no output"])[-1])
     return out.stdout.strip()
+
+
+@cache
+def gcc_command() -> str:
+    """Path of arm-none-eabi-gcc; a `CrossError` naming the Debian package if absent."""
+    exe = shutil.which(GCC)
+    if exe is None:
+        raise CrossError(f"{GCC} is not installed (Debian: apt-get install {GCC_PACKAGE})")
+    return exe
+
+
+@cache
+def gcc_version() -> str:
+    """Version of arm-none-eabi-gcc with its package's build (``12.2.1 (15:12.2.rel1-1)``)."""
+    out = subprocess.run([gcc_command(), "--version"], capture_output=True, text=True,
+                         check=False)
+    first = (out.stdout.splitlines() or [""])[0]
+    if out.returncode != 0 or not first:
+        raise CrossError(f"{GCC} --version failed: "
+                         + (out.stderr.strip().splitlines() or ["no output"])[-1])
+    m = re.match(r"\S+ (\(.*\)) (\S+)", first)
+    return f"{m.group(2)} {m.group(1)}" if m else first
+
+
+def check_cc(cc: str, target: Target) -> None:
+    """Raise a one-line `CrossError` unless ``cc`` can build for ``target``."""
+    if cc not in CCS:
+        raise CrossError(f"unknown compiler {cc!r}; choose {' or '.join(CCS)}")
+    if cc == "gcc":
+        if arch_of(target) != "thumb":
+            raise CrossError(f"--cc gcc builds Cortex-M (Thumb) targets only; {target.name} is "
+                             f"{arch_of(target)}: use --cc zig")
+        gcc_command()
+
+
+def compiler_version(cc: str) -> str:
+    """``zig 0.17.1`` or ``arm-none-eabi-gcc 12.2.1 (...)``: what a report names."""
+    return f"zig {zig_version()}" if cc == "zig" else f"{GCC} {gcc_version()}"
+
+
+def gcc_cpu_flags(target: Target, cpu: str | None = None) -> list[str]:
+    """The target's CPU flags from its TOML ``cflags`` (``-mthumb -mcpu=... -mfpu=...``);
+    ``cpu`` replaces its ``-mcpu``."""
+    flags = [f for f in target.cflags if f.startswith("-m")]
+    if cpu is not None:
+        flags = [f for f in flags if not f.startswith("-mcpu=")] + [f"-mcpu={cpu}"]
+    if not any(f.startswith("-mcpu=") for f in flags):
+        raise CrossError(f"target {target.name} has no -mcpu in its cflags")
+    return flags
 
 
 def _template(name: str) -> str:
@@ -241,32 +305,44 @@ def build_elf(project: Project, target: Target | None = None,
               build_root: str | Path | None = None, *, cpu: str | None = None,
               extra_cflags: Sequence[str] = (),
               extra_sources: Mapping[str, str] | None = None,
-              keep: Sequence[str] = ()) -> ElfImage:
+              keep: Sequence[str] = (), cc: str = "zig") -> ElfImage:
     """Cross-compile and link ``project`` into ``build_root/<hash>/NAME.elf`` (cached).
 
-    ``cpu`` overrides the target's ``zig_cpu`` (e.g. to build for a richer chip than the one
-    emulated); ``extra_sources`` adds C or assembly files (name -> text) to the link and ``keep``
-    names functions of theirs the link must keep.
+    ``cc`` is ``zig`` (zig's clang) or ``gcc`` (arm-none-eabi-gcc, Thumb targets only). ``cpu``
+    overrides the target's CPU (``zig_cpu``, or under GCC the ``-mcpu`` of its ``cflags``), e.g.
+    to build for a richer chip than the one emulated; ``extra_sources`` adds C or assembly files
+    (name -> text) to the link and ``keep`` names functions of theirs the link must keep.
     """
     target = target or project.target
     arch = arch_of(target)
-    if not target.zig_cpu and cpu is None:
+    check_cc(cc, target)
+    if cc == "zig" and not target.zig_cpu and cpu is None:
         raise CrossError(f"target {target.name} has no zig_cpu")
-    mcpu = cpu or target.zig_cpu
     mem = memory_of(target)
     root = Path(build_root) if build_root else Path(tempfile.gettempdir()) / "qlane-cross"
     extra = dict(extra_sources or {})
     script = Template(_template(ARCHES[arch].linker_script)).substitute(
         {k: hex(v) for k, v in vars(mem).items()})
     rt = _template(RT_SOURCE)
-    flags = [*CFLAGS, "-target", target.zig_target, f"-mcpu={mcpu}", *extra_cflags]
+    if cc == "zig":
+        mcpu = cpu or target.zig_cpu
+        flags = [*CFLAGS, "-target", target.zig_target, f"-mcpu={mcpu}", *extra_cflags]
+        version = zig_version()
+    else:
+        cpu_flags = gcc_cpu_flags(target, cpu)
+        mcpu = next(f for f in cpu_flags if f.startswith("-mcpu="))[len("-mcpu="):]
+        flags = [*CFLAGS, *GCC_FLAGS, *cpu_flags, *extra_cflags]
+        version = gcc_version()
+    compiler = compiler_version(cc)
     name = project.name
     keep = [f"{name}_invoke", f"{name}_run_layer", f"{name}_layer_scratch_bytes",
             *(layer.symbol for layer in project.layers), *keep]
     h = hashlib.sha256()
-    for part in (content_hash(project), json.dumps(flags), zig_version(), script, rt, STRING_H,
-                 PCH_HEADER,
-                 json.dumps(sorted(extra.items())), json.dumps(keep)):
+    parts = [content_hash(project), json.dumps(flags), version, script, rt, STRING_H, PCH_HEADER,
+             json.dumps(sorted(extra.items())), json.dumps(keep)]
+    if cc != "zig":  # zig's key stays what it was before there was a choice
+        parts.append(cc)
+    for part in parts:
         h.update(part.encode() + b"\0")
     digest = h.hexdigest()[:24]
     out_dir = root / digest
@@ -276,6 +352,7 @@ def build_elf(project: Project, target: Target | None = None,
         img = load_elf(elf_path, target, name, layer_symbols)
         img.cached = True
         img.command = json.loads((out_dir / "build.json").read_text())["command"]
+        img.compiler = compiler
         return img
 
     work = out_dir.with_name(f"{digest}.tmp{os.getpid()}")
@@ -290,26 +367,33 @@ def build_elf(project: Project, target: Target | None = None,
 
     # paths relative to the build directory, so build.json stays valid after the rename below
     sources = [f"src/{s}" for s in project.manifest["sources"]] + list(extra)
-    pch: list[str] = []
-    only_c = all(f.endswith(".c") for f in extra)
-    if arch == "aarch64" and only_c and any("arm_neon.h" in text for text in
-                                            [*project.files.values(), *extra.values()]):
-        (work / "rt" / "qlane_pch.h").write_text(PCH_HEADER)
-        res = subprocess.run([*zig_command(), "cc", *flags, "-x", "c-header", "rt/qlane_pch.h",
-                              "-o", "rt/qlane_pch.h.pch"], cwd=work, capture_output=True,
-                             text=True, check=False)
-        if res.returncode == 0:
-            pch = ["-include-pch", "rt/qlane_pch.h.pch"]
-    cmd = [*zig_command(), "cc", *flags, *pch, "-I", "src", "-I", "rt", "-T", "link.ld",
-           f"-Wl,--entry={name}_invoke", *(f"-Wl,-u,{s}" for s in keep), *sources, RT_SOURCE,
-           "-o", elf_path.name]
-    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        log = res.stderr + res.stdout
-        raise CrossError(f"cross build of {name} for {target.name} ({target.zig_target}, "
-                         f"-mcpu={mcpu}) failed: {_first_error(log)} (sources in {work})", log)
+    link = ["-T", "link.ld", f"-Wl,--entry={name}_invoke", *(f"-Wl,-u,{s}" for s in keep)]
+    if cc == "zig":
+        pch: list[str] = []
+        only_c = all(f.endswith(".c") for f in extra)
+        if arch == "aarch64" and only_c and any("arm_neon.h" in text for text in
+                                                [*project.files.values(), *extra.values()]):
+            (work / "rt" / "qlane_pch.h").write_text(PCH_HEADER)
+            res = subprocess.run([*zig_command(), "cc", *flags, "-x", "c-header",
+                                  "rt/qlane_pch.h", "-o", "rt/qlane_pch.h.pch"], cwd=work,
+                                 capture_output=True, text=True, check=False)
+            if res.returncode == 0:
+                pch = ["-include-pch", "rt/qlane_pch.h.pch"]
+        steps = [[*zig_command(), "cc", *flags, *pch, "-I", "src", "-I", "rt", *link, *sources,
+                  RT_SOURCE, "-o", elf_path.name]]
+    else:
+        steps = [[gcc_command(), *flags, "-I", "src", "-I", "rt", *link, "-Wl,--gc-sections",
+                  *sources, RT_SOURCE, "-lgcc", "-o", elf_path.name]]
+    for cmd in steps:
+        res = subprocess.run(cmd, cwd=work, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            log = res.stderr + res.stdout
+            where = target.zig_target if cc == "zig" else GCC
+            raise CrossError(f"cross build of {name} for {target.name} ({where}, -mcpu={mcpu}) "
+                             f"failed: {_first_error(log)} (sources in {work})", log)
+    info = ({"zig": version} if cc == "zig" else {"cc": cc, "compiler": compiler})
     (work / "build.json").write_text(json.dumps(
-        {"zig": zig_version(), "target": target.name, "cpu": mcpu, "flags": flags,
+        {**info, "target": target.name, "cpu": mcpu, "flags": flags,
          "command": cmd}, indent=1) + "\n")
     try:
         work.rename(out_dir)
@@ -317,4 +401,5 @@ def build_elf(project: Project, target: Target | None = None,
         shutil.rmtree(work, ignore_errors=True)
     img = load_elf(elf_path, target, name, layer_symbols)
     img.command = cmd
+    img.compiler = compiler
     return img

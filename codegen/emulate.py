@@ -92,7 +92,8 @@ def emulate_verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
                    progress: Progress | None = None,
                    project: Project | None = None, count: bool = True,
                    check_alignment: bool = True, timeout_s: float = 0.0, *,
-                   on_layer: Callable[[LayerResult], None] | None = None) -> EmulationReport:
+                   on_layer: Callable[[LayerResult], None] | None = None,
+                   cc: str = "zig") -> EmulationReport:
     """Cross-compile, run every layer and the whole model in the emulator, compare with the sim.
 
     Like `verify.verify`, but on the target's instruction set. ``project`` verifies a given
@@ -102,11 +103,12 @@ def emulate_verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
     sample's counts, and each `LayerResult` its instructions. ``timeout_s`` bounds each call
     (costs ~0.1 ms per call; 0 = none). ``progress`` gets the stages "compile" (the cross build,
     0 of 1 then 1 of 1) and "compare"; ``on_layer`` each layer's result as soon as it is compared.
+    ``cc`` is the cross compiler (`qlane.codegen.cross.CCS`).
     """
     if progress:
         progress("compile", 0, 1)
     project = project or generate(graph, target, name=name, rounding=rounding)
-    elf = build_elf(project, target, build_root)
+    elf = build_elf(project, target, build_root, cc=cc)
     machine = machine_for(elf, target, timeout_s=timeout_s, check_alignment=check_alignment)
     if progress:
         progress("compile", 1, 1)

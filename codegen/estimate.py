@@ -24,16 +24,23 @@ __all__ = ["MODES", "Estimate", "EstimateError", "LayerEstimate", "estimate"]
 def estimate(graph: Graph, target: Target, mode: str = "emulated", rounding: str = "double",
              name: str | None = None, build_root: str | Path | None = None, *,
              on_layer: Callable[[LayerEstimate], None] | None = None,
-             progress: Progress | None = None) -> Estimate:
+             progress: Progress | None = None, cc: str = "zig") -> Estimate:
     """Estimate every layer of ``graph`` on ``target`` in ``mode`` (``static``/``emulated``).
 
     ``on_layer`` gets each layer's estimate as soon as it is costed, in order; ``progress``
-    the emulated mode's stages ("compile", "emulate": see `emulate_layers`).
+    the emulated mode's stages ("compile", "emulate": see `emulate_layers`). ``cc`` is the
+    compiler of the emulated mode's cross build (``zig`` or ``gcc``; checked in either mode).
     """
+    from .cross import check_cc
+
     if mode not in MODES:
         raise EstimateError(f"unknown mode {mode!r}; choose static or emulated")
     cost_model(target)  # fail early on targets without a model
+    check_cc(cc, target)
+    if mode == "static" and cc != "zig":
+        raise EstimateError(f"--cc {cc} needs --mode emulated: the static mode compiles nothing "
+                            "(its coefficients were fitted on zig builds)")
     if mode == "static":
         return estimate_static(graph, target, rounding, name, on_layer=on_layer)
     return estimate_emulated(graph, target, rounding, name, build_root, on_layer=on_layer,
-                             progress=progress)
+                             progress=progress, cc=cc)

@@ -8,7 +8,9 @@ malformed file is one clear `TargetError`, never a late KeyError.
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
@@ -111,6 +113,7 @@ class Target:
     memory: LinkLayout | None = None
     regions: tuple[Region, ...] = ()
     cost: CostModel | None = None
+    aliases: tuple[str, ...] = ()  # other names of the chip or board ("stm32f407")
 
     @property
     def preferred_isa(self) -> str:
@@ -148,9 +151,9 @@ _TOP = {
     "name": str, "description": str, "core": str, "arch": str, "profile": str, "isa": list,
     "features": dict, "clock_hz": _INT, "sram_bytes": _INT, "flash_bytes": _INT,
     "cflags": list, "zig_target": str, "zig_cpu": str, "unicorn_cpu": str,
-    "memory": dict, "cost": dict, "regions": list,
+    "memory": dict, "cost": dict, "regions": list, "aliases": list,
 }
-_OPTIONAL_TOP = {"core", "profile", "memory", "cost", "regions"}
+_OPTIONAL_TOP = {"core", "profile", "memory", "cost", "regions", "aliases"}
 _REGION = {"name": str, "kind": str, "origin": _INT, "bytes": _INT, "note": str}
 _MEMORY = {"flash_origin", "flash_bytes", "ram_origin", "ram_bytes", "stack_bytes"}
 _COST = {
@@ -169,6 +172,7 @@ _DEFAULT_LAYOUT = {
     "thumb": LinkLayout(0x0800_0000, 1 << 20, 0x2000_0000, 256 << 10, 8 << 10),
     "aarch64": LinkLayout(0x0800_0000, 64 << 20, 0x2000_0000, 64 << 20, 1 << 20),
 }
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 SENTINEL = 0x1000_0000
 """Return address of emulated calls: must stay outside flash and RAM."""
 
@@ -295,6 +299,11 @@ def parse_target(name: str, text: str) -> Target:
         _typed(where, k, v, _TOP[k])
     if data["name"] != name:
         raise TargetError(f"{where}: name is {data['name']!r}, expected {name!r}")
+    aliases = tuple(data.get("aliases", []))
+    bad = [a for a in aliases if not isinstance(a, str) or not _NAME.fullmatch(a) or a == name]
+    if bad or len(set(aliases)) != len(aliases):
+        raise TargetError(f"{where}: aliases must be distinct lower-case names other than the "
+                          f"target's (letters, digits, '-', '_'), got {aliases!r}")
     isa = tuple(data["isa"])
     unknown = [i for i in isa if i not in ISAS]
     if unknown:
@@ -336,6 +345,7 @@ def parse_target(name: str, text: str) -> Target:
         sram_bytes=sram, flash_bytes=flash, cflags=tuple(data["cflags"]),
         zig_target=data["zig_target"], zig_cpu=data["zig_cpu"],
         unicorn_cpu=data["unicorn_cpu"], memory=layout, regions=regions, cost=cost,
+        aliases=aliases,
     )
 
 
@@ -354,8 +364,42 @@ def _load_bundled(name: str) -> Target:
     return parse_target(name, _files()[name].read_text(encoding="utf-8"))
 
 
+def alias_table(targets: Iterable[Target]) -> dict[str, str]:
+    """Alias -> target name over ``targets``; an alias that is another target's name or alias
+    is a `TargetError`."""
+    targets = sorted(targets, key=lambda x: x.name)
+    names = {x.name for x in targets}
+    table: dict[str, str] = {}
+    for target in targets:
+        for alias in target.aliases:
+            if alias in names or alias in table:
+                other = alias if alias in names else table[alias]
+                raise TargetError(f"target file {target.name}.toml: alias {alias!r} is already "
+                                  f"the name or an alias of target {other!r}")
+            table[alias] = target.name
+    return table
+
+
+@cache
+def target_aliases() -> dict[str, str]:
+    """Every alias of a bundled target (a chip or board name) and the target it names."""
+    return alias_table(_load_bundled(name) for name in _files())
+
+
+def resolve_target_name(name: str) -> str | None:
+    """The bundled target that ``name`` (its name or an alias, any case) names, or None."""
+    files = _files()
+    for key in dict.fromkeys((name, name.lower())):
+        if key in files:
+            return key
+        if key in target_aliases():
+            return target_aliases()[key]
+    return None
+
+
 def load_target(name: str) -> Target:
-    """A bundled target by name, or a target file given by path (``my-board.toml``)."""
+    """A bundled target by name or alias (``stm32f407`` is ``cortex-m4``), or a target file
+    given by path (``my-board.toml``)."""
     if name.endswith(".toml"):
         path = Path(name)
         try:
@@ -363,10 +407,12 @@ def load_target(name: str) -> Target:
         except OSError as e:
             raise TargetError(f"cannot read target file {name}: {e.strerror}") from None
         return parse_target(path.stem, text)
-    files = _files()
-    if name not in files:
-        raise TargetError(f"unknown target {name!r}; choose one of {', '.join(sorted(files))}")
-    return _load_bundled(name)
+    found = resolve_target_name(name)
+    if found is None:
+        known = [f"{n} ({', '.join(_load_bundled(n).aliases)})" if _load_bundled(n).aliases
+                 else n for n in target_names()]
+        raise TargetError(f"unknown target {name!r}; choose one of {', '.join(known)}")
+    return _load_bundled(found)
 
 
 def cost_model_of(target: Target) -> CostModel | None:

@@ -447,7 +447,8 @@ def verify(model: ModelLike, target: TargetLike,
            samples: int = 0, seed: int = 0, rounding: Rounding = "double", isa: bool = False,
            name: str | None = None, progress: Progress | None = None,
            on_layer: Callable[[str, LayerResult], None] | None = None,
-           on_tier: Callable[[str, Report], None] | None = None) -> VerifyResult:
+           on_tier: Callable[[str, Report], None] | None = None,
+           cc: Literal["zig", "gcc"] = "zig") -> VerifyResult:
     """Generate, compile on the host and compare every layer and the model with the simulator.
 
     ``inputs`` are arrays ``[N, *input_shape]`` or an NPZ path (see `read_inputs`); ``samples``
@@ -455,7 +456,10 @@ def verify(model: ModelLike, target: TargetLike,
     cross-compiled and run in an emulator. As it runs, ``on_layer`` gets (tier label, layer
     result) for each layer as soon as it is compared, in order, ``on_tier`` (tier label, report)
     when a tier is complete, before the next starts, and ``progress`` (see `Progress`) steps.
+    ``cc`` compiles the instruction-set tier: ``zig`` (clang) or ``gcc`` (arm-none-eabi-gcc,
+    Cortex-M targets only).
     """
+    from qlane.codegen.cross import check_cc
     from qlane.codegen.verify import verify as host_verify
 
     graph = load_model(model)
@@ -463,6 +467,8 @@ def verify(model: ModelLike, target: TargetLike,
     if isa and not chip.zig_target:
         raise TargetError(f"target {chip.name} has no instruction set to emulate; isa=True "
                           "needs a chip target")
+    if isa:
+        check_cc(cc, chip)
     if isinstance(inputs, str | os.PathLike):
         arrays = read_inputs(inputs, graph)
     elif inputs is not None:
@@ -496,7 +502,7 @@ def verify(model: ModelLike, target: TargetLike,
     if isa:
         from qlane.codegen.emulate import emulate_verify
 
-        result.isa = tier(f"emulated {chip.name}", emulate_verify)
+        result.isa = tier(f"emulated {chip.name}", functools.partial(emulate_verify, cc=cc))
     return result
 
 
@@ -507,13 +513,14 @@ def estimate(model: ModelLike, target: TargetLike,
              mode: Literal["emulated", "static"] = "emulated", rounding: Rounding = "double",
              name: str | None = None, *,
              on_layer: Callable[[LayerEstimate], None] | None = None,
-             progress: Progress | None = None) -> Estimate:
+             progress: Progress | None = None, cc: Literal["zig", "gcc"] = "zig") -> Estimate:
     """Cycles, instructions, time and memory per layer of ``model`` on ``target``.
 
     ``emulated`` cross-compiles and runs every layer in the emulator, then costs the executed
     basic blocks; ``static`` uses the target's fitted per-kernel-family coefficients only.
     ``on_layer`` gets each layer's estimate as soon as it is costed, in order; ``progress``
-    (see `Progress`) the emulated mode's "compile" and "emulate" steps.
+    (see `Progress`) the emulated mode's "compile" and "emulate" steps. ``cc`` is the compiler
+    of the emulated mode's build: ``zig`` (clang) or ``gcc`` (arm-none-eabi-gcc, Cortex-M only).
     """
     from qlane.codegen.emulate import EmulationError
     from qlane.codegen.estimate import estimate as run_estimate
@@ -522,7 +529,7 @@ def estimate(model: ModelLike, target: TargetLike,
     chip = load_target(target)
     try:
         return run_estimate(graph, chip, mode=mode, rounding=rounding, name=name,
-                            on_layer=on_layer, progress=progress)
+                            on_layer=on_layer, progress=progress, cc=cc)
     except QlaneError:
         raise
     except RuntimeError as e:  # a fault of the emulated code or of the host harness

@@ -153,14 +153,17 @@ def simulate(model: str, inputs_path: str | None, output_path: str, rounding: st
 
 @main.command()
 def targets() -> None:
-    """List the chips qlane generates code for."""
-    click.echo(f"{'target':<12} {'kernels':<10} {'clock':>9} {'SRAM':>9} {'flash':>9}  chip")
-    for t in api.targets():
+    """List the chips qlane generates code for, with the other names each answers to."""
+    rows = [(t, ", ".join(t.aliases) or "-") for t in api.targets()]
+    width = max(len("aliases"), *(len(a) for _, a in rows))
+    click.echo(f"{'target':<12} {'aliases':<{width}} {'kernels':<10} {'clock':>9} {'SRAM':>9} "
+               f"{'flash':>9}  chip")
+    for t, aliases in rows:
         clock = f"{t.clock_hz / 1e6:.0f} MHz" if t.clock_hz else "-"
         sram = f"{t.sram_bytes // 1024} KB" if t.sram_bytes else "-"
         flash = f"{t.flash_bytes // 1024} KB" if t.flash_bytes else "-"
-        click.echo(f"{t.name:<12} {'+'.join(t.isa):<10} {clock:>9} {sram:>9} {flash:>9}  "
-                   f"{t.description}")
+        click.echo(f"{t.name:<12} {aliases:<{width}} {'+'.join(t.isa):<10} {clock:>9} "
+                   f"{sram:>9} {flash:>9}  {t.description}")
 
 
 @main.command()
@@ -347,11 +350,15 @@ class _VerifyTables:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
 @click.option("--isa", "on_isa", is_flag=True,
-              help="Also cross-compile with zig and run every layer in an emulator of the chip.")
+              help="Also cross-compile (zig, or --cc gcc) and run every layer in an emulator of "
+                   "the chip.")
+@click.option("--cc", type=click.Choice(["zig", "gcc"]), default=None,
+              help="Compiler of the --isa tier: zig (clang, default) or gcc (arm-none-eabi-gcc, "
+                   "Cortex-M only).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def verify(model: str, target_name: str, inputs_path: str | None, samples: int, seed: int,
-           rounding: str, on_isa: bool, as_json: bool, quiet: bool) -> None:
+           rounding: str, on_isa: bool, cc: str | None, as_json: bool, quiet: bool) -> None:
     """Generate C for MODEL, compile it, and compare every layer with the simulator.
 
     The host tier compiles on this machine (NEON through SIMDe, DSP intrinsics through portable
@@ -364,13 +371,15 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
         if on_isa and not target.zig_target:
             raise UserError(f"target {target.name} has no instruction set to emulate; "
                             "use a chip target with --isa")
+        if cc is not None and not on_isa:
+            raise UserError(f"--cc {cc} compiles the instruction-set tier: add --isa")
         if inputs_path is None and not samples:
             raise UserError("nothing to verify: give --inputs or --samples > 0")
         arrays = api.read_inputs(inputs_path, graph) if inputs_path else None
         n = (len(arrays[0]) if arrays else 0) + samples
         tables = None if as_json else _VerifyTables(graph, target.name, rounding, n, bars.echo)
         result = api.verify(graph, target, arrays, samples=samples, seed=seed,
-                            rounding=rounding, isa=on_isa, progress=bars,
+                            rounding=rounding, isa=on_isa, progress=bars, cc=cc or "zig",
                             on_layer=tables.layer if tables else None,
                             on_tier=tables.done if tables else None)
     if as_json:
@@ -460,11 +469,14 @@ def _print_estimate_totals(est: Any) -> None:
               show_default=True, help="emulated: cross-compile and count every layer in the "
               "emulator, then cost its basic blocks; static: from shapes only, no compiler.")
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
+@click.option("--cc", type=click.Choice(["zig", "gcc"]), default="zig", show_default=True,
+              help="Compiler of the emulated build: zig (clang) or gcc (arm-none-eabi-gcc, "
+                   "Cortex-M only).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable estimate.")
 @click.option("--report", "report_dir", type=click.Path(), default=None,
               help="Directory for a per-layer plot (PNG) and an HTML table.")
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
-def estimate(model: str, target_name: str, mode: str, rounding: str, as_json: bool,
+def estimate(model: str, target_name: str, mode: str, rounding: str, cc: str, as_json: bool,
              report_dir: str | None, quiet: bool) -> None:
     """Cycles, time and memory per layer of MODEL on a target chip."""
     with _errors(), _progress(quiet) as bars:
@@ -474,7 +486,7 @@ def estimate(model: str, target_name: str, mode: str, rounding: str, as_json: bo
             raise UserError(f"--report {report_dir}: exists and is not a directory")
         table = None if as_json else _EstimateTable(graph, target, mode, bars.echo)
         try:
-            est = api.estimate(graph, target, mode=mode, rounding=rounding, progress=bars,
+            est = api.estimate(graph, target, mode=mode, rounding=rounding, cc=cc, progress=bars,
                                on_layer=table.layer if table else None)
         except (qlane.EmulationError, qlane.BuildError) as e:
             raise UserError(f"emulation failed: {e}") from None

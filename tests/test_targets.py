@@ -16,8 +16,10 @@ from qlane.codegen.targets import (
     CostModel,
     LinkLayout,
     TargetError,
+    alias_table,
     load_target,
     parse_target,
+    target_aliases,
     target_names,
 )
 
@@ -29,7 +31,8 @@ def _text(name: str) -> str:
 
 
 def test_every_bundled_target_is_typed() -> None:
-    assert target_names() == ["cortex-a53", "cortex-a72", "cortex-m4", "cortex-m7", "generic"]
+    assert target_names() == ["cortex-a53", "cortex-a72", "cortex-m4", "cortex-m7", "generic",
+                              "stm32l4r5"]
     for name in target_names():
         t = load_target(name)
         assert t.profile in PROFILES and t.isa[-1] == "c"
@@ -37,7 +40,8 @@ def test_every_bundled_target_is_typed() -> None:
         if name == "generic":
             assert t.memory is None and t.cost is None and t.machine == ""
             continue
-        assert t.core == name and isinstance(t.memory, LinkLayout)
+        assert t.core == (name if name.startswith("cortex") else "cortex-m4")
+        assert isinstance(t.memory, LinkLayout)
         assert isinstance(t.cost, CostModel) and t.cost.peak_macs_per_cycle > 0
         assert t.machine == ("thumb" if t.m_profile else "aarch64")
         flash = t.region("flash")
@@ -46,6 +50,77 @@ def test_every_bundled_target_is_typed() -> None:
     m4 = load_target("cortex-m4")
     assert m4.region("flash").wait_states == 5 and m4.region("flash").line_bytes == 16
     assert m4.memory.ram_bytes == 196_608 and m4.memory.flash_origin == 0x0800_0000
+
+
+def test_chip_and_board_names_are_aliases() -> None:
+    """A user finds their part by chip or board name, in any case; the core names stay."""
+    assert target_aliases() == {"stm32f407": "cortex-m4", "stm32f746": "cortex-m7",
+                                "disco-f746ng": "cortex-m7", "nucleo-l4r5zi": "stm32l4r5"}
+    for alias, name in target_aliases().items():
+        assert load_target(alias) is load_target(name) is load_target(alias.upper())
+        assert alias in load_target(name).aliases and alias not in target_names()
+    assert load_target("STM32L4R5").name == "stm32l4r5"
+    with pytest.raises(TargetError, match=r"cortex-m4 \(stm32f407\), .*stm32l4r5 "
+                                          r"\(nucleo-l4r5zi\)"):
+        load_target("stm32h743")
+
+
+@pytest.mark.parametrize("aliases, message", [
+    ('["cortex-m4"]', "aliases must be distinct"),  # its own name
+    ('["STM32F407"]', "aliases must be distinct"),  # lower case only
+    ('["a", "a"]', "aliases must be distinct"),
+    ('[""]', "aliases must be distinct"),
+    ('"stm32f407"', "aliases must be list"),
+    ("[1]", "aliases must be distinct"),
+])
+def test_bad_aliases_are_one_clear_error(aliases: str, message: str) -> None:
+    text = _text("cortex-m4").replace('aliases = ["stm32f407"]', f"aliases = {aliases}", 1)
+    with pytest.raises(TargetError, match=message):
+        parse_target("cortex-m4", text)
+
+
+def test_an_alias_names_one_target() -> None:
+    m4 = parse_target("cortex-m4", _text("cortex-m4"))
+    other = parse_target("my-m4", _text("cortex-m4").replace('name = "cortex-m4"',
+                                                              'name = "my-m4"'))
+    with pytest.raises(TargetError, match="alias 'stm32f407' is already .* 'cortex-m4'"):
+        alias_table([m4, other])
+    clash = parse_target("stm32f407", _text("cortex-m4").replace(
+        'name = "cortex-m4"\naliases = ["stm32f407"]', 'name = "stm32f407"\naliases = []'))
+    with pytest.raises(TargetError, match="already the name or an alias of target 'stm32f407'"):
+        alias_table([m4, clash])
+
+
+def test_stm32l4r5_is_the_m4_core_with_the_l4r5_memories() -> None:
+    """Same pipeline model and static tables as cortex-m4; clock, memories and flash from the
+    STM32L4R5 (RM0432): 5 wait states at 120 MHz, 64-bit reads, 256-byte ART data cache."""
+    l4, m4 = load_target("stm32l4r5"), load_target("cortex-m4")
+    assert (l4.core, l4.arch, l4.isa, l4.zig_cpu, l4.unicorn_cpu, l4.cflags) == \
+        (m4.core, m4.arch, m4.isa, m4.zig_cpu, m4.unicorn_cpu, m4.cflags)
+    assert (l4.clock_hz, l4.sram_bytes, l4.flash_bytes) == (120_000_000, 640 << 10, 2 << 20)
+    assert [(r.name, r.kind, r.origin, r.bytes) for r in l4.regions] == [
+        ("flash", "flash", 0x0800_0000, 2 << 20), ("sram", "ram", 0x2000_0000, 640 << 10)]
+    assert l4.memory.ram_origin == 0x2000_0000 and l4.memory.ram_bytes == 640 << 10
+    same = ("pipeline", "issue_width", "peak_macs_per_cycle", "branch_taken_penalty", "cycles",
+            "latency", "units", "bus_bytes", "q_occupancy", "memory_pipelining", "window",
+            "sram_wait_states", "mca_cpu", "mca_strip_it", "static")
+    assert all(getattr(l4.cost, k) == getattr(m4.cost, k) for k in same)
+    assert (l4.cost.flash_wait_states, l4.cost.flash_line_bytes, l4.cost.flash_cache_bytes) == \
+        (5, 8, 256)
+    flash = l4.region("flash")
+    assert (flash.wait_states, flash.line_bytes, flash.cache_bytes) == (5, 8, 256)
+
+
+def test_cli_lists_aliases() -> None:
+    from click.testing import CliRunner
+
+    from qlane.cli import main
+
+    out = CliRunner().invoke(main, ["targets"])
+    assert out.exit_code == 0, out.output
+    lines = {line.split()[0]: line for line in out.output.splitlines()[1:]}
+    assert set(lines) == set(target_names())
+    assert "stm32f746, disco-f746ng" in lines["cortex-m7"] and "120 MHz" in lines["stm32l4r5"]
 
 
 def test_loaded_once() -> None:

@@ -101,8 +101,9 @@ def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
                    name: str | None = None, build_root: str | Path | None = None,
                    project: Project | None = None, flash: bool = True,
                    progress: Progress | None = None,
-                   on_layer: Callable[[EmulatedRun, Any], None] | None = None) -> EmulatedRun:
-    """Cross-compile, run every layer once (counting) and find its flash-reading loads.
+                   on_layer: Callable[[EmulatedRun, Any], None] | None = None,
+                   cc: str = "zig") -> EmulatedRun:
+    """Cross-compile with ``cc``, run every layer once (counting), find its flash-reading loads.
 
     ``progress`` gets the stages "compile" (0 of 1, then 1 of 1) and "emulate" (layers done of
     all); ``on_layer`` is called with the run so far and each lowered layer once it is counted.
@@ -116,7 +117,7 @@ def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
     if progress:
         progress("compile", 0, 1)
     project = project or generate(graph, target, name=name, rounding=rounding)
-    elf = build_elf(project, target, build_root)
+    elf = build_elf(project, target, build_root, cc=cc)
     emu = machine_for(elf, target, check_alignment=False)
     if progress:
         progress("compile", 1, 1)
@@ -158,11 +159,12 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
                       name: str | None = None, build_root: str | Path | None = None,
                       run: EmulatedRun | None = None, *,
                       on_layer: Callable[[LayerEstimate], None] | None = None,
-                      progress: Progress | None = None) -> Estimate:
+                      progress: Progress | None = None, cc: str = "zig") -> Estimate:
     """Emulated counts of every layer, costed block by block with the target's model.
 
     Each layer is costed as soon as it has run; ``on_layer`` gets its estimate then.
-    ``progress``: see `emulate_layers` (not called for a given ``run``).
+    ``progress``: see `emulate_layers` (not called for a given ``run``); ``cc`` the cross
+    compiler (ignored for a given ``run``, which was built already).
     """
     model = cost_model(target)
     layers: list[LayerEstimate] = []
@@ -187,7 +189,7 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
     if run is None:
         try:
             run = emulate_layers(graph, target, rounding, name, build_root, progress=progress,
-                                 on_layer=cost)
+                                 on_layer=cost, cc=cc)
         except ImportError as e:
             raise EstimateError(f"emulated mode needs unicorn, capstone, pyelftools and ziglang "
                                 f"({e}); or use --mode static") from None
@@ -200,5 +202,6 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
         run.project.plan.arena_bytes, int(elf.flash_bytes),
         "flash image of the cross build: code, constants (weights, biases, multipliers, "
         "tables) and initialised data", model.sram_bytes, model.flash_bytes,
-        model.peak_macs_per_cycle, model_notes(model),
-        ram=ram_of(graph, target, run.project.plan.arena_bytes))
+        model.peak_macs_per_cycle,
+        [*model_notes(model), *([f"image built with {elf.compiler} -O2"] if elf.compiler else [])],
+        ram=ram_of(graph, target, run.project.plan.arena_bytes), compiler=elf.compiler or None)

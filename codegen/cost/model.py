@@ -84,6 +84,7 @@ class Estimate:
     peak_macs_per_cycle: float
     notes: list[str] = field(default_factory=list)
     ram: Placement | None = None  # arena, I/O buffers, static data and stack per RAM region
+    compiler: str | None = None  # what built the emulated image ("zig 0.17.1"); None if static
 
     @property
     def macs(self) -> int:
@@ -121,6 +122,7 @@ class Estimate:
         return {
             "model": self.model, "target": self.target, "mode": self.mode,
             "clock_hz": self.clock_hz, "peak_macs_per_cycle": self.peak_macs_per_cycle,
+            "compiler": self.compiler,
             "layers": [la.to_json(self.clock_hz) for la in self.layers],
             "total": {
                 "macs": self.macs, "instructions": self.instructions,
