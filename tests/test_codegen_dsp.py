@@ -308,7 +308,8 @@ def test_relu_outputs_drop_the_tie_fixup_and_stay_exact() -> None:
 
 
 def test_instructions_per_mac_on_emulated_cortex_m4() -> None:
-    """Guards the inner loops (measured 1.31, 4.72, 1.22, 2.63 instructions per MAC)."""
+    """Guards the inner loops (measured 1.39, 4.61, 1.60, 2.80 instructions per MAC: GEMMs with
+    8-bit weights widened by SXTB16 / UXTB16)."""
     emulate = _emulate()
     lay = Layers(13)
     lay.conv("int8", 1, (8, 8), 64, 64, (1, 1))  # pointwise: 4 channels x 2 pixels of SMLAD
@@ -319,7 +320,7 @@ def test_instructions_per_mac_on_emulated_cortex_m4() -> None:
     report = emulate.emulate_verify(graph, load_target("cortex-m4"), lay.data)
     _check(report, graph)
     interp = Interpreter(graph)
-    limits = [1.55, 5.6, 1.45, 3.1]
+    limits = [1.55, 5.6, 1.75, 3.1]
     for layer, limit, sim in zip(report.layers, limits, interp.kernels):
         op = graph.operators[layer.index]
         per_mac = report.counts[layer.index]["instructions"] / type(sim).macs(op, graph)
@@ -362,6 +363,45 @@ def test_weights_are_packed_in_loop_order() -> None:
         dsp.pack_pairs(np.array([40000]), np.array([0]))
 
 
+def test_weights8_words_pair_with_the_columns_as_smlad_reads_them() -> None:
+    """A numpy model of the kernel: per column pair, SXTB16 / UXTB16 of each word (and of it
+    rotated by 8) times the column's int16 pair, summed, equals the GEMM; every group size."""
+    rng = np.random.default_rng(3)
+    for signed, (lo, hi) in ((True, (-128, 128)), (False, (0, 256))):
+        for seg, nseg, n, group in ((6, 1, 7, 2), (3, 9, 5, 2), (8, 1, 6, 4), (1, 1, 3, 4)):
+            k = seg * nseg
+            w = rng.integers(lo, hi, (k, n))
+            x = rng.integers(-255, 256, k)
+            layout = dsp.column_layout(seg, nseg)
+            col = np.where(layout >= 0, x[np.maximum(layout, 0)], 0).reshape(-1, 2)
+            groups = dsp.channel_groups(n, group)
+            words = dsp.pack_gemm_weights8(w, layout, groups)
+            assert words.size == sum((size + 1) // 2 for _, size in groups) * col.shape[0]
+            even, odd = dsp.widen8(words, signed)
+            acc, i = np.zeros(n, np.int64), 0
+            for c0, size in groups:
+                for j in range(col.shape[0]):
+                    for c in range(c0, c0 + size, 2):
+                        acc[c] += even[i] @ col[j]
+                        if c + 1 < c0 + size:
+                            acc[c + 1] += odd[i] @ col[j]
+                        i += 1
+            np.testing.assert_array_equal(acc, x @ w)
+
+
+def test_uint8_gemm_folds_the_weight_zero_point() -> None:
+    """uint8 weights stay raw bytes (UXTB16) and the offset is folded; int8 ones are SXTB16."""
+    lay = Layers(14)
+    lay.conv("uint8", 1, (6, 6), 8, 8, (1, 1))
+    lay.fc("int8", (1, 16), 4)
+    graph = lay.graph("w8")
+    project = generate(graph, load_target("cortex-m4"), name="m")
+    sims = Interpreter(graph).kernels
+    conv, fc = (layer.kernel.params for layer in project.layers)
+    assert conv["weights8"] and fc["weights8"] and fc["w_signed"] and fc["w_zp"] == 0
+    assert conv["w_zp"] == sims[0].qw.zp
+
+
 def test_oversized_depthwise_filter_is_unsupported() -> None:
     lay = Layers(11)
     lay.dwconv("int8", 1, (9, 9), 4, 1, (9, 9))
@@ -382,5 +422,5 @@ def test_kernel_symbols_name_variant_and_tile() -> None:
     project = generate(lay.graph("names"), load_target("cortex-m4"), name="m")
     specs = [parse_symbol(layer.symbol) for layer in project.layers]
     assert [(s.op, s.variant, s.tile, s.isa) for s in specs] == [
-        ("conv2d", "k1x1s1", "2x4", "dsp"), ("conv2d", "k3x3s2", "2x4", "dsp"),
+        ("conv2d", "k1x1s1", "4x2", "dsp"), ("conv2d", "k3x3s2", "4x2", "dsp"),
         ("dwconv2d", "k3x3s1d2", "1x4", "dsp"), ("fc", "n3d10", "1x3", "dsp")]

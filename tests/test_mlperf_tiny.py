@@ -59,3 +59,21 @@ def test_generated_code_equals_the_simulator_on_the_isa(name: str, target: str) 
     assert not bad, "\n".join(bad)
     assert report.model_bit_exact, report.model_first
     assert report.bit_exact
+
+
+ROOT = MLPERF.parents[1]
+FLASH_MODELS = [*(MLPERF / f"{m}.tflite" for m in MODELS),
+                ROOT / "examples" / "mobilenet_v1_0.25_128_u8.tflite",
+                ROOT / "tests" / "zoo" / "i8_mobilenet_v1_0.25_128.tflite"]
+
+
+@pytest.mark.isa
+@pytest.mark.parametrize("path", FLASH_MODELS, ids=lambda p: p.stem)
+def test_flash_image_within_the_parameters_plus_64_kib(path: Path) -> None:
+    """8-bit GEMM weights: the cross build's image (code + constants) on cortex-m7 is at most
+    1.05 x the model's parameter bytes + 64 KiB."""
+    from qlane import api
+
+    params = sum(t.nbytes for t in api.load_model(str(path)).tensors if t.data is not None)
+    flash = api.estimate(str(path), "cortex-m7").flash_bytes
+    assert flash <= 1.05 * params + 65536, f"{path.stem}: {flash} B for {params} B of parameters"

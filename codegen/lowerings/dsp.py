@@ -2,8 +2,10 @@
 
 Every constant comes from the prepared simulator kernel: its offset weights (``wmat_int``,
 ``wrows``), bias, multipliers, shifts and clamps. Weights are packed here, at generation time,
-into int16 pairs in exactly the order the C loops read them, so the inner loops are loads and
-``__smlad``. See ``templates/dsp/*.c.j2`` for the loops.
+in exactly the order the C loops read them: the GEMM keeps them as bytes, four to a word, widened
+in registers by ``SXTB16`` / ``UXTB16`` (a weight zero point is folded into a per-pixel term);
+depthwise (and a GEMM whose 8-bit form would overflow int32) as int16 pairs. The inner loops are
+loads, widening and ``__smlad``. See ``templates/dsp/*.c.j2`` for the loops.
 """
 
 from __future__ import annotations
@@ -83,6 +85,43 @@ def pack_gemm_weights(wmat: np.ndarray, layout: np.ndarray, groups: list[tuple[i
                           ) if groups else np.zeros(0, np.int32)
 
 
+def pack_gemm_weights8(wraw: np.ndarray, layout: np.ndarray, groups: list[tuple[int, int]]
+                       ) -> np.ndarray:
+    """[K, N] 8-bit weights as words: per channel group, per column pair, per channel pair.
+
+    The word of channels (c, c + 1) and column slots (s, s + 1) holds the bytes w[s][c],
+    w[s][c + 1], w[s + 1][c], w[s + 1][c + 1] (low first): ``SXTB16`` / ``UXTB16`` of the word
+    gives channel c's halfword pair (w[s][c], w[s + 1][c]) in the lane order of the int16 column
+    word that ``SMLAD`` multiplies, and of the word rotated by 8, channel c + 1's. A group's odd
+    last channel leaves bytes 1 and 3 zero.
+    """
+    k, n = wraw.shape
+    wp = np.zeros((layout.size, n), np.int64)
+    valid = layout >= 0
+    wp[valid] = wraw[layout[valid]]
+    lo, hi = wp[0::2], wp[1::2]  # [K2/2, N]: the column pair's low and high slot
+    zero = np.zeros(lo.shape[0], np.int64)
+    out = []
+    for c0, size in groups:
+        pairs = []
+        for c in range(c0, c0 + size, 2):
+            odd = c + 1 < c0 + size
+            b = [lo[:, c], lo[:, c + 1] if odd else zero, hi[:, c], hi[:, c + 1] if odd else zero]
+            pairs.append(sum((v & 0xFF) << (8 * i) for i, v in enumerate(b)))
+        out.append(np.stack(pairs, axis=1).reshape(-1))
+    return wrap32(np.concatenate(out)).astype(np.int32) if out else np.zeros(0, np.int32)
+
+
+def widen8(words: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The halfword pairs ``SXTB16`` (``UXTB16`` if not signed) gives of each word and of the word
+    rotated by 8: ([..., 2] (bytes 0, 2), [..., 2] (bytes 1, 3)), low lane first."""
+    u = np.asarray(words, np.int64) & 0xFFFFFFFF
+    b = np.stack([(u >> (8 * i)) & 0xFF for i in range(4)], axis=-1)
+    if signed:
+        b = np.where(b >= 128, b - 256, b)
+    return b[..., [0, 2]], b[..., [1, 3]]
+
+
 def _words(v: Any, signed: bool) -> int:
     """A halfword value replicated in both halves of a word, as int32 (signed) or uint32."""
     half = int(v) & 0xFFFF
@@ -153,6 +192,8 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     if uniform:
         params.update({k: int(v[0]) for k, v in arrays.items()})
     else:
+        if "shift" in arrays and np.all(np.abs(arrays["shift"]) < 128):  # flash: bytes
+            dtypes["shift"] = np.int8
         consts += [Const(k, v.astype(dtypes[k]), f"requantization: {k} per channel")
                    for k, v in arrays.items()]
     if params.get("mm") in ("dbl", "dbl0"):
@@ -172,28 +213,74 @@ def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> 
 # CONV_2D and FULLY_CONNECTED: int16 columns x packed weights, 4 channels x 2 pixels per pass
 
 
+def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray) -> tuple[np.ndarray, int, bool] | None:
+    """The GEMM's weights as stored bytes: (raw [K, N] weights, their zero point zw, signed), or
+    None where 8 bits do not serve (weights outside a byte, or int32 overflow of the folded sum).
+
+    sum (x - zx)(w - zw) = sum (x - zx) w - zw sum (x - zx): with zw != 0 the kernel accumulates
+    raw weights from the bias minus zw times the column's sum, so that start and every partial
+    sum must stay within int32.
+    """
+    qw = sim.qw
+    zw = 0 if qw.per_axis else qw.zp
+    if qw.per_axis and np.any(qw.zero_point):
+        return None
+    raw = np.asarray(wmat, np.int64) + zw
+    if raw.size and raw.min() >= -128 and raw.max() <= 127:
+        signed = True
+    elif raw.size and raw.min() >= 0 and raw.max() <= 255:
+        signed = False
+    else:
+        return None
+    k = raw.shape[0]
+    extent = sim._input_extent()
+    bound = (int(np.abs(raw).sum(axis=0).max(initial=0)) * extent + abs(zw) * k * extent
+             + int(np.abs(sim.requant.bias).max(initial=0)))
+    return (raw, zw, signed) if bound < 2**31 else None
+
+
 def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int, nseg: int,
                  pixels: int, geometry: dict[str, Any]) -> LayerCode:
     sim = ctx.sim
     k, n = wmat.shape
     params, consts = requant_params(sim, n, acc_bound(sim, wmat))
-    wmat = wmat * params["acc_scale"]
     layout = column_layout(seg, nseg)
-    groups = channel_groups(n, GEMM_GROUP)
-    words = pack_gemm_weights(wmat, layout, groups)
+    w8 = weights8(sim, wmat)
+    # bytes: 2 channels x 4 pixels per pass (one widened pair feeds 4 columns), one pixel x 4
+    # channels below 4 pixels; int16 pairs: 4 channels x 2 pixels
+    if w8 is not None:
+        group, cols = (2, 4) if pixels >= 4 else (4, 1)
+    else:
+        group, cols = GEMM_GROUP, min(pixels, 2)
+    groups = channel_groups(n, group)
+    passes = [cols] + [c for c in (2, 1) if c < cols and pixels % cols & c]
+    if w8 is not None:
+        raw, zw, w_signed = w8
+        words = pack_gemm_weights8(raw, layout, groups)
+        # the accumulator holds acc, doubled at the end where the requantization wants 2 acc
+        consts[0] = Const("bias", wrap32(sim.requant.bias).astype(np.int32),
+                          "bias (accumulator start)")
+        wdesc = (f"{'int8' if w_signed else 'uint8'} weights, 4 to a word in loop order (per "
+                 "channel pair and column pair: w[s][c], w[s][c+1], w[s+1][c], w[s+1][c+1])")
+    else:
+        zw, w_signed = 0, True
+        words = pack_gemm_weights(wmat * params["acc_scale"], layout, groups)
+        wdesc = ("weights minus their zero point, int16 pairs in loop order (4 channels x "
+                 "column pair)")
+        variant += "w16"
     dtype = np.dtype(sim.dtype)
     zp_in = int(sim.qi.zp)
     params.update(
-        N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg,
-        full=n - n % GEMM_GROUP, tails=groups[n // GEMM_GROUP:], in_zp=zp_in,
-        off=_words(-zp_in, dtype == np.int8),
+        N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg, G=group,
+        passes=passes, full=n - n % group, tails=groups[n // group:], in_zp=zp_in,
+        off=_words(-zp_in, dtype == np.int8), weights8=w8 is not None, w_signed=w_signed,
+        w_zp=zw, post=params["acc_scale"] if w8 is not None else 1,
         helpers={"ld32", "st32", "ext"} if seg >= 4 else {"ld32"}, **geometry,
     )
-    consts.insert(0, Const("w", words, "weights minus their zero point, int16 pairs in loop "
-                                       "order (4 channels x column pair)"))
-    tile = f"{min(pixels, 2)}x{min(n, GEMM_GROUP)}"
+    consts.insert(0, Const("w", words, wdesc))
+    tile = f"{min(pixels, cols)}x{min(n, group)}"
     return LayerCode(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
-                  consts=consts, scratch_bytes=2 * int(layout.size) * 2)
+                  consts=consts, scratch_bytes=passes[0] * int(layout.size) * 2)
 
 
 @lowering("CONV_2D", isa="dsp")
