@@ -68,12 +68,16 @@ pools, softmax) differ between uint8 and int8 and get per-dtype coefficients."""
 def family_keys(symbol: str) -> list[str]:
     """Coefficient keys to try for a layer, most specific first: ``op.isa.1x1`` / ``op.isa.kxk``
     for convolutions (pointwise and spatial kernels differ), ``op.isa.dtype`` (qu8/qs8) for ops
-    without MACs, then ``op.isa``, ``default.isa``, ``default``."""
+    without MACs, then ``op.isa``, ``default.isa``, ``default``. A SIMD convolution whose tile is
+    one pixel (``1xN``: a 1x1 convolution of a single pixel) runs the fully connected kernel
+    path, so ``fc.isa`` comes first for it."""
     spec = parse_symbol(symbol)
     fam = f"{spec.op}.{spec.isa}"
     keys = [fam, f"default.{spec.isa}", "default"]
     if spec.op == "conv2d":
-        return [f"{fam}.{'1x1' if spec.variant.startswith('k1x1') else 'kxk'}", *keys]
+        conv = [f"{fam}.{'1x1' if spec.variant.startswith('k1x1') else 'kxk'}", *keys]
+        gemv = spec.isa != "c" and spec.tile.startswith("1x")
+        return [f"fc.{spec.isa}", *conv] if gemv else conv
     return keys if spec.op in MAC_OPS else [f"{fam}.{DTYPES[spec.dtype]}", *keys]
 
 
