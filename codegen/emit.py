@@ -25,7 +25,7 @@ from .cprims import header_files
 from .isa import ISAS
 from .lowering import C_TYPES, Context, Layer, lower_layer
 from .names import c_comment, c_identifier, prefix_problem
-from .placement import STACK_BYTES, deployment, ram_regions
+from .placement import STACK_BYTES, deployment
 from .planner import Buffer, Plan, plan_arena
 from .targets import Region, Target
 
@@ -214,7 +214,6 @@ def _board(target: Target, plan: Plan, inputs: list[dict[str, Any]],
            outputs: list[dict[str, Any]]) -> TemplateBoard | None:
     """The board example's facts, for Cortex-M targets whose memories are described."""
     flash = target.regions_of("flash")
-    ram = ram_regions(target)
     placement = deployment(target, plan.arena_bytes, [t["bytes"] for t in inputs],
                            [t["bytes"] for t in outputs])
     if not target.m_profile or not flash or placement is None:
@@ -223,16 +222,16 @@ def _board(target: Target, plan: Plan, inputs: list[dict[str, Any]],
     def view(r: Region) -> TemplateRegion:
         return TemplateRegion(c_identifier(r.name, "region"), r.kind, r.origin, r.bytes)
 
-    names = [f"input{k}" for k in range(len(inputs))] + [f"output{k}" for k in
-                                                         range(len(outputs))]
+    ram = [u.region for u in placement.uses]  # the main region first
+    placed = {i.name: u.region.name for u in placement.uses for i in u.items}
     return TemplateBoard(
         flags=tuple(f for f in target.cflags if not f.startswith(("-std", "-O"))),
         flash=view(flash[0]), main=view(ram[0]), ram_regions=tuple(view(r) for r in ram),
         all_regions=tuple(view(r) for r in sorted(target.regions, key=lambda r: r.origin)
                           if r.kind),
-        arena_region=c_identifier(placement.region_of("arena"), "region"),
-        regions=MappingProxyType({n: c_identifier(placement.region_of(n), "region")
-                                  for n in names}),
+        arena_region=c_identifier(placed["arena"], "region"),
+        regions=MappingProxyType({n: c_identifier(r, "region") for n, r in placed.items()
+                                  if n.startswith(("input", "output"))}),
         stack_bytes=STACK_BYTES,
     )
 

@@ -12,6 +12,7 @@ own where a module mixes tiers (``@pytest.mark.isa``) or from `OVERRIDES`:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,3 +157,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             problems.append(f"{item.nodeid}: one tier only, not {', '.join(sorted(set(own)))}")
     if problems:
         raise pytest.UsageError("test tiers:\n" + "\n".join(sorted(set(problems))))
+
+
+def merged_zoo(names: list[str], name: str) -> tuple[Any, list[np.ndarray]]:
+    """Zoo models merged into one graph (independent subgraphs) and their inputs, in order."""
+    from peers import merge_graphs
+    from qlane.sim import load_tflite
+
+    graph, _ = merge_graphs([load_tflite(ZOO / f"{n}.tflite") for n in names], name=name)
+    return graph, [x for n in names for x in zoo_inputs(n)]

@@ -24,8 +24,7 @@ pytest.importorskip("ziglang")
 
 from unicorn import UC_HOOK_CODE  # noqa: E402
 
-from conftest import ZOO, ZOO_MODELS, zoo_inputs, zoo_reference  # noqa: E402
-from peers import merge_graphs  # noqa: E402
+from conftest import ZOO, ZOO_MODELS, merged_zoo, zoo_reference  # noqa: E402
 from qlane.codegen.cross import CrossError, build_elf  # noqa: E402
 from qlane.codegen.emit import GenerateError, generate  # noqa: E402
 from qlane.codegen.emulate import EmulationReport, emulate_verify  # noqa: E402
@@ -88,8 +87,7 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _merged(names: list[str]) -> tuple[Graph, list[np.ndarray]]:
-    graph, _ = merge_graphs([load_tflite(ZOO / f"{n}.tflite") for n in names], name="emu")
-    return graph, [x for n in names for x in zoo_inputs(n)]
+    return merged_zoo(names, "emu")
 
 
 def _check_counts(c: dict) -> None:

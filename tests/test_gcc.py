@@ -19,8 +19,7 @@ pytest.importorskip("ziglang")
 from click.testing import CliRunner  # noqa: E402
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
-from conftest import ZOO, zoo_inputs  # noqa: E402
-from peers import merge_graphs  # noqa: E402
+from conftest import ZOO, merged_zoo  # noqa: E402
 from qlane import api  # noqa: E402
 from qlane.cli import main  # noqa: E402
 from qlane.codegen import cross  # noqa: E402
@@ -50,8 +49,7 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _merged(names: list[str]) -> tuple[Graph, list[np.ndarray]]:
-    graph, _ = merge_graphs([load_tflite(ZOO / f"{n}.tflite") for n in names], name="gcc")
-    return graph, [x for n in names for x in zoo_inputs(n)]
+    return merged_zoo(names, "gcc")
 
 
 def _comment(path: Path) -> str:
