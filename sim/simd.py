@@ -663,6 +663,12 @@ def _smladx(x, y, acc):
     return _wrap(exact, 32, True), (exact < INT32_MIN) | (exact > INT32_MAX)
 
 
+def _smla_halves(x, y, acc, hx: int, hy: int):
+    """acc + (half hx of x) * (half hy of y), signed 16x16 (0: bottom, 1: top)."""
+    exact = _lanes_of(x, 16, True)[..., hx] * _lanes_of(y, 16, True)[..., hy] + _i64(acc)
+    return _wrap(exact, 32, True), (exact < INT32_MIN) | (exact > INT32_MAX)
+
+
 @_register(
     "__smlabb", "dsp", (S16x2w, S16x2w, S32), S32, "SMLABB Rd, Rn, Rm, Ra",
     meaning="acc + x.lo * y.lo: one int16 MAC on the bottom halves",
@@ -671,8 +677,18 @@ def _smladx(x, y, acc):
 )
 def _smlabb(x, y, acc):
     """Signed 16x16 multiply-accumulate, bottom halves."""
-    exact = _lanes_of(x, 16, True)[..., 0] * _lanes_of(y, 16, True)[..., 0] + _i64(acc)
-    return _wrap(exact, 32, True), (exact < INT32_MIN) | (exact > INT32_MAX)
+    return _smla_halves(x, y, acc, 0, 0)
+
+
+for _name, _hx, _hy in (("bt", 0, 1), ("tb", 1, 0), ("tt", 1, 1)):
+    _halves = ("lo", "hi")
+    _register(
+        f"__smla{_name}", "dsp", (S16x2w, S16x2w, S32), S32,
+        f"SMLA{_name.upper()} Rd, Rn, Rm, Ra",
+        meaning=f"acc + x.{_halves[_hx]} * y.{_halves[_hy]}: one int16 MAC",
+        saturation="the 32-bit result wraps; Q is set when the exact sum leaves int32",
+        lanes=1,
+    )(lambda x, y, acc, _hx=_hx, _hy=_hy: _smla_halves(x, y, acc, _hx, _hy))
 
 
 @_register(

@@ -5,7 +5,7 @@
  * includes <arm_acle.h>. Anywhere else (host builds, tests) it defines portable C99 versions of
  * exactly these intrinsics, with arm_acle.h's signatures (packed int8x4_t / int16x2_t words are
  * int32_t, uint8x4_t / uint16x2_t are uint32_t) and the Arm ARM semantics, without undefined
- * behaviour: __smlad, __smladx, __smlabb, __smulbb, __sxtb16, __uxtb16, __sxtab16, __uxtab16,
+ * behaviour: __smlad, __smladx, __smlabb, __smlabt, __smlatb, __smlatt, __smulbb, __sxtb16, __uxtb16, __sxtab16, __uxtab16,
  * __qadd8, __qsub8, __qadd16, __ssat, __usat, __ror. They do not model the sticky Q flag.
  * Define QLANE_ACLE_PORTABLE to force the portable versions on Arm too.
  *
@@ -90,6 +90,22 @@ static inline int32_t qlane_acle_smlabb(int32_t x, int32_t y, int32_t acc) {
                           (uint32_t)(qlane_acle_lo16((uint32_t)x) * qlane_acle_lo16((uint32_t)y)));
 }
 
+/* SMLABT / SMLATB / SMLATT: acc + x.lo * y.hi / x.hi * y.lo / x.hi * y.hi, wrapping. */
+static inline int32_t qlane_acle_smlabt(int32_t x, int32_t y, int32_t acc) {
+    return qlane_acle_s32((uint32_t)acc +
+                          (uint32_t)(qlane_acle_lo16((uint32_t)x) * qlane_acle_hi16((uint32_t)y)));
+}
+
+static inline int32_t qlane_acle_smlatb(int32_t x, int32_t y, int32_t acc) {
+    return qlane_acle_s32((uint32_t)acc +
+                          (uint32_t)(qlane_acle_hi16((uint32_t)x) * qlane_acle_lo16((uint32_t)y)));
+}
+
+static inline int32_t qlane_acle_smlatt(int32_t x, int32_t y, int32_t acc) {
+    return qlane_acle_s32((uint32_t)acc +
+                          (uint32_t)(qlane_acle_hi16((uint32_t)x) * qlane_acle_hi16((uint32_t)y)));
+}
+
 /* SMULBB: x.lo * y.lo (exact). */
 static inline int32_t qlane_acle_smulbb(int32_t x, int32_t y) {
     return qlane_acle_lo16((uint32_t)x) * qlane_acle_lo16((uint32_t)y);
@@ -166,6 +182,9 @@ static inline uint32_t qlane_acle_usat(int32_t x, unsigned int bits) {
 #define __smlad(x, y, acc) qlane_acle_smlad((x), (y), (acc))
 #define __smladx(x, y, acc) qlane_acle_smladx((x), (y), (acc))
 #define __smlabb(x, y, acc) qlane_acle_smlabb((x), (y), (acc))
+#define __smlabt(x, y, acc) qlane_acle_smlabt((x), (y), (acc))
+#define __smlatb(x, y, acc) qlane_acle_smlatb((x), (y), (acc))
+#define __smlatt(x, y, acc) qlane_acle_smlatt((x), (y), (acc))
 #define __smulbb(x, y) qlane_acle_smulbb((x), (y))
 #define __sxtb16(x) qlane_acle_sxtb16((x))
 #define __uxtb16(x) qlane_acle_uxtb16((x))

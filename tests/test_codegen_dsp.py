@@ -291,6 +291,25 @@ def test_random_layers_bit_exact_on_emulated_cortex_m(rounding: str, target: str
     _check(report, graph)
 
 
+@pytest.mark.parametrize("band_bytes", [1, 3000])
+def test_depthwise_row_kernel_over_bands(monkeypatch: pytest.MonkeyPatch, band_bytes: int
+                                         ) -> None:
+    """The depthwise row kernel with bands of one and of a few output rows: the rows a band
+    shares with the next are moved up, padding rows and odd widths at either end."""
+    monkeypatch.setattr(dsp, "DW_BAND_BYTES", band_bytes)
+    lay = Layers(21)
+    lay.dwconv("int8", 1, (9, 7), 8, 1, (3, 3))
+    lay.dwconv("int8", 2, (10, 6), 5, 1, (3, 3), (2, 2))
+    lay.dwconv("uint8", 1, (11, 8), 4, 1, (5, 5), (2, 1), padding="VALID")
+    lay.dwconv("int8", 1, (7, 9), 12, 1, (2, 3), (1, 2))
+    lay.dwconv("uint8", 1, (6, 5), 3, 1, (3, 3), bias="wrap")
+    graph = lay.graph(f"dw_rows_{band_bytes}")
+    project = generate(graph, load_target("cortex-m4"), name="m")
+    assert {parse_symbol(layer.symbol).tile for layer in project.layers} == {"2x1"}
+    _check(verify(graph, load_target("cortex-m4"), lay.data, "double"), graph)
+    _check(verify(graph, load_target("cortex-m7"), lay.data, "single"), graph)
+
+
 def test_relu_outputs_drop_the_tie_fixup_and_stay_exact() -> None:
     """Multipliers of exactly 1/4: RELU layers round negative ties up, the others away."""
     emulate = _emulate()

@@ -136,6 +136,10 @@ REF = {
     "__smlabb": lambda x, y, acc: (wrap(halves(x)[0] * halves(y)[0] + acc, 32),
                                    halves(x)[0] * halves(y)[0] + acc
                                    != wrap(halves(x)[0] * halves(y)[0] + acc, 32)),
+    **{f"__smla{n}": (lambda x, y, acc, i=i, j=j: (
+        wrap(halves(x)[i] * halves(y)[j] + acc, 32),
+        halves(x)[i] * halves(y)[j] + acc != wrap(halves(x)[i] * halves(y)[j] + acc, 32)))
+       for n, i, j in (("bt", 0, 1), ("tb", 1, 0), ("tt", 1, 1))},
     "__smulbb": lambda x, y: (halves(x)[0] * halves(y)[0], False),
     "__sxtb16": lambda x, n: (word(extend_bytes(x, n, True), 16), False),
     "__uxtb16": lambda x, n: (word(extend_bytes(x, n, False), 16), False),
@@ -257,8 +261,8 @@ vqmovn_s16
 vqmovun_s16 vqmovun_s32 vmull_u8 vmlal_u8 vmull_s8 vmlal_s8 vmull_s16 vmlal_s16
 vmull_lane_s16 vmlal_lane_s16 vpadalq_u16 vpadalq_s16 vdotq_u32 vdotq_s32 vmovl_u8 vmovl_s8
 vaddw_u8 vaddw_s8 vaddw_s16 vmaxq_s32 vminq_s32 vmaxq_u8 vminq_u8 vmaxq_s8 vminq_s8 __smlad
-__smladx __smlabb __smulbb __sxtb16 __uxtb16 __sxtab16 __uxtab16 __qadd8 __qadd16 __ssat
-__usat __smmulr smull smlal""".split()
+__smladx __smlabb __smlabt __smlatb __smlatt __smulbb __sxtb16 __uxtb16 __sxtab16 __uxtab16
+__qadd8 __qadd16 __ssat __usat __smmulr smull smlal""".split()
 
 
 def test_registry_metadata():

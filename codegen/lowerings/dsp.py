@@ -151,6 +151,7 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     params: dict[str, Any] = dict(
         zp=rq.zp, lo=rq.lo, hi=rq.hi, full_range=full, signed=dtype == np.int8,
         T=ctype(dtype), kind=rq.kind, rounding=rq.rounding, acc_scale=1, ties_up=ties_up,
+        zp_folded=False,
         req="qlane_requant_single" if rq.rounding == "single" else
         "qlane_requant_double_up" if ties_up else "qlane_requant_double",
     )
@@ -187,6 +188,10 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
             consts += [Const("mult", m.astype(np.int32), "Q31 multipliers per channel"),
                        Const("shift", s.astype(np.int32), "shifts per channel")]
         return params, consts
+    if "rnd" in arrays and _zp_folds(plan, high):
+        # ((h + R) >> S) + zp = (h + R + zp 2^S) >> S while no term wraps: one addend
+        arrays["rnd"] = arrays["rnd"] + (np.int64(rq.zp) << arrays["shift"])
+        params["zp_folded"] = True
     uniform = all(np.all(v == v[0]) for v in arrays.values())
     params["uniform"] = uniform
     if uniform:
@@ -202,6 +207,14 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
         consts[0] = Const("bias", wrap32(2 * rq.bias).astype(np.int32),
                           "2 x bias (the accumulator holds 2 acc)")
     return params, consts
+
+
+def _zp_folds(plan: RequantPlan, high: Any) -> bool:
+    """Whether the output zero point can join the rounding addend of the ``high_mul`` form:
+    ``|h| + R + |zp| 2^S + 1 < 2^31`` for the high word ``h`` (at most the plan's bound + 1)."""
+    worst = (plan.bound + 1 + np.asarray(high.rnd, np.int64)
+             + (np.int64(abs(plan.zp)) << np.asarray(high.shift, np.int64)) + 1)
+    return bool(np.all(worst < 2**31))
 
 
 def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> int:
@@ -338,15 +351,129 @@ def pack_dw_pairs(wt: np.ndarray) -> np.ndarray:
     return np.stack(rows, axis=1).reshape(-1)  # [C, pairs]
 
 
+def dw_row_words(wt: np.ndarray, kh: int, kw: int) -> tuple[np.ndarray, list[str]]:
+    """[T, C] weights as the halfword-pair words the row kernel keeps per channel, and their
+    names: per filter row ky the tap pairs ``wp<ky>_<m>`` (w[ky][2m], w[ky][2m+1]), then for an
+    odd width the last taps of two rows ``wo<j>`` (w[2j][kw-1], w[2j+1][kw-1]). [C, words]."""
+    c = wt.shape[1]
+    w = np.asarray(wt, np.int64).reshape(kh, kw, c)
+    zero = np.zeros(c, np.int64)
+    lo, hi, names = [], [], []
+    for ky in range(kh):
+        for m in range(kw // 2):
+            lo.append(w[ky, 2 * m])
+            hi.append(w[ky, 2 * m + 1])
+            names.append(f"wp{ky}_{m}")
+    if kw % 2:
+        for j in range(0, kh, 2):
+            lo.append(w[j, kw - 1])
+            hi.append(w[j + 1, kw - 1] if j + 1 < kh else zero)
+            names.append(f"wo{j // 2}")
+    return np.stack([np.asarray(lo), np.asarray(hi)], axis=-1).transpose(1, 0, 2), names
+
+
+def pack_dw_row_words(halves: np.ndarray, bytes8: bool) -> np.ndarray:
+    """[C, words, 2] halfword pairs as flash words in loop order: one int32 per pair, or (bytes8)
+    two pairs A, B per word as bytes (A.lo, B.lo, A.hi, B.hi), which SXTB16 of the word and of the
+    word rotated by 8 widen back to A and B."""
+    c, n, _ = halves.shape
+    if not bytes8:
+        return pack_pairs(halves[..., 0], halves[..., 1]).reshape(-1)
+    if n % 2:
+        halves = np.concatenate([halves, np.zeros((c, 1, 2), np.int64)], axis=1)
+    a, b = halves[:, 0::2], halves[:, 1::2]
+    word = ((a[..., 0] & 0xFF) | ((b[..., 0] & 0xFF) << 8) | ((a[..., 1] & 0xFF) << 16)
+            | ((b[..., 1] & 0xFF) << 24))
+    return wrap32(word).astype(np.int32).reshape(-1)
+
+
+DW_BAND_BYTES = 16 * 1024
+"""Scratch the row kernel may take for a band of several output rows (at least one row's):
+a channel's weights and constants are loaded once per band."""
+
+
+def _dw_band(oh: int, sh: int, kh: int, row_bytes: int) -> tuple[int, int]:
+    """(output rows per band, widened input rows it holds): the most output rows whose input
+    rows fit `DW_BAND_BYTES` (at least one)."""
+    nb = 1
+    while nb < oh and (nb * sh + kh) * row_bytes <= DW_BAND_BYTES:
+        nb += 1
+    return nb, (nb - 1) * sh + kh
+
+
+def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
+    """The row kernel (``templates/dsp/dwconv_rows.c.j2``) where it applies: depth multiplier 1,
+    dilation 1, stride 1 or 2 across; None elsewhere."""
+    win = sim.win
+    if sim.mult != 1 or win.dh != 1 or win.dw != 1 or win.sw not in (1, 2) or win.sh > win.kh:
+        return None
+    b, h, w, c = sim.x.shape
+    taps = win.kh * win.kw
+    wt = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(taps, c)
+    params, consts = requant_params(sim, c, acc_bound(sim, wt))
+    halves, names = dw_row_words(wt, win.kh, win.kw)
+    bytes8 = bool(halves.size) and int(halves.min()) >= -128 and int(halves.max()) <= 127
+    post = 1
+    if params["acc_scale"] == 2:
+        if bytes8:  # the accumulator holds acc, doubled before the requantization
+            post = 2
+            consts[0] = Const("bias", wrap32(sim.requant.bias).astype(np.int32),
+                              "bias (accumulator start)")
+        else:
+            halves = halves * 2
+    if not bytes8 and (np.abs(halves).max(initial=0) > 32767 or win.sw > 1):
+        # with int16 weights the quad kernel reads no more flash and widens a strided input
+        # row's pixels only where a window uses them
+        return None
+    ow, sw, kw = win.ow, win.sw, win.kw
+    pairs = ow // 2
+    nw2 = (sw + kw - 1) // 2 + 1  # words a pass of two outputs reads per filter row
+    nw1 = (kw - 1) // 2 + 1
+    reach = max(2 * (pairs - 1) * sw + 2 * nw2 if pairs else 0,
+                (ow - 1) * sw + 2 * nw1 if ow % 2 else 0)
+    sp = max(win.left + w, reach)
+    sp += sp % 2
+    # input pixels widened in pairs from an even ring column; an odd first / last one alone
+    x0 = win.left % 2
+    npair = (w - x0) // 2
+    nb, ring = _dw_band(win.oh, win.sh, win.kh, c * sp * 2)
+    dtype = np.dtype(sim.dtype)
+    zp_in = int(sim.qi.zp)
+    quads = c - c % DW_GROUP
+    params.update(
+        B=b, H=h, W=w, C=c, OH=win.oh, OW=ow, KH=win.kh, KW=kw, SH=win.sh, SW=sw, TOP=win.top,
+        LEFT=win.left, SP=sp, CS=ring * sp, PAIRS=pairs, NW1=nw1, NW2=nw2, post=post,
+        NB=nb, ADV=nb * win.sh, KEEP=max(ring - nb * win.sh, 0),
+        w8=bytes8, NB8=(len(names) + 1) // 2,
+        wnames=names + [""] * (len(names) % 2 if bytes8 else 0),
+        X0=x0, NPAIR=npair, singles_lo=list(range(x0)), singles_hi=list(range(x0 + 2 * npair, w)),
+        quads=quads, in_zp=zp_in,
+        off=_words(-zp_in, dtype == np.int8),
+        helpers={"ld32", "st32", "pack16"} | ({"ext"} if quads else set()),
+    )
+    desc = ("weights minus their zero point per channel: per filter row its tap pairs, then the "
+            "odd last taps of two rows; " + ("bytes, two int16 pairs to a word (SXTB16)"
+                                             if bytes8 else "int16 pairs"))
+    consts.insert(0, Const("w", pack_dw_row_words(halves, bytes8), desc))
+    variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
+    return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
+                     tile="2x1", params=params, consts=consts,
+                     scratch_bytes=2 * c * ring * sp)
+
+
 @lowering("DEPTHWISE_CONV_2D", isa="dsp")
 def depthwise_dsp(ctx: Context) -> LayerCode:
-    """DEPTHWISE_CONV_2D: four channels per pass over zero-point padded input rows."""
+    """DEPTHWISE_CONV_2D: the row kernel where it applies, else four channels per pass over
+    zero-point padded input rows."""
     sim = ctx.sim
     assert isinstance(sim, DepthwiseConv2D)
     win = sim.win
     taps = win.kh * win.kw
     if taps > MAX_DW_TAPS:
         raise Unsupported(f"{win.kh}x{win.kw} filter has more than {MAX_DW_TAPS} taps")
+    rows = _dw_rows(ctx, sim)
+    if rows is not None:
+        return rows
     b, h, w, cin = sim.x.shape
     n = sim.n_out
     mult = sim.mult
