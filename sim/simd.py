@@ -789,12 +789,53 @@ def _usat(x, bits):
 @_register(
     "__smmulr", "dsp", (S32, S32), S32, "SMMULR Rd, Rn, Rm",
     meaning="round(a * b / 2^32), ties toward +infinity: the high word of the product, rounded "
-    "(no ACLE intrinsic: C (int32_t)(((int64_t)a * b + 0x80000000) >> 32) compiles to SMMULR)",
+    "(no ACLE intrinsic: qlane_smmulr, whose C Clang compiles to SMMULR; GCC takes its asm)",
     saturation="none: the result is always within [-2^30, 2^30]",
 )
 def _smmulr(a, b):
     """Most-significant word multiply, rounded."""
     return (_i64(a) * _i64(b) + (1 << 31)) >> 32, None
+
+
+@_register(
+    "__smmlar", "dsp", (S32, S32, S32), S32, "SMMLAR Rd, Rn, Rm, Ra",
+    meaning="acc + round(a * b / 2^32): SMMULR's rounded high word added to acc",
+    saturation="the 32-bit result wraps", intrinsic="qlane_smmlar",
+)
+def _smmlar(a, b, acc):
+    """Most-significant word multiply-accumulate, rounded."""
+    exact = _i64(acc) + ((_i64(a) * _i64(b) + (1 << 31)) >> 32)
+    return _wrap(exact, 32, True), None
+
+
+@_register(
+    "__pkhbt", "dsp", (U32, U32), U32, "PKHBT Rd, Rn, Rm",
+    meaning="the low halfword of lo under the high halfword of hi",
+    saturation="none", intrinsic="qlane_pkhbt",
+)
+def _pkhbt(lo, hi):
+    """Pack halfwords: bottom of lo, top of hi."""
+    return (_i64(lo) & 0xFFFF) | (_i64(hi) & 0xFFFF0000), None
+
+
+@_register(
+    "__pack_lo16", "dsp", (U32, U32), U32, "PKHBT Rd, Rn, Rm, LSL #16",
+    meaning="the low halfwords of a and b as (a's, b's)",
+    saturation="none", intrinsic="qlane_pack_lo16",
+)
+def _pack_lo16(a, b):
+    """Pack the bottom halfwords."""
+    return (_i64(a) & 0xFFFF) | ((_i64(b) & 0xFFFF) << 16), None
+
+
+@_register(
+    "__pack_hi16", "dsp", (U32, U32), U32, "PKHTB Rd, Rm, Rn, ASR #16",
+    meaning="the high halfwords of a and b as (a's, b's)",
+    saturation="none", intrinsic="qlane_pack_hi16",
+)
+def _pack_hi16(a, b):
+    """Pack the top halfwords."""
+    return ((_i64(a) >> 16) & 0xFFFF) | (_i64(b) & 0xFFFF0000), None
 
 
 @_register(

@@ -9,8 +9,11 @@
  * __qadd8, __qsub8, __qadd16, __ssat, __usat, __ror. They do not model the sticky Q flag.
  * Define QLANE_ACLE_PORTABLE to force the portable versions on Arm too.
  *
- * Always defined: qlane_ror (ROR; GCC before 13 lacks __ror on 32-bit Arm), qlane_smmulr (SMMULR,
- * which has no ACLE intrinsic) and qlane_acle_s32 (a uint32 bit pattern as int32).
+ * Always defined: qlane_ror (ROR; GCC before 13 lacks __ror on 32-bit Arm), qlane_smmulr and
+ * qlane_smmlar (SMMULR, SMMLAR), qlane_pkhbt, qlane_pack_lo16 and qlane_pack_hi16 (PKHBT,
+ * PKHTB), which have no ACLE intrinsic, the
+ * extensions of a word rotated by 8 (qlane_sxtb16_ror8 ...) and qlane_acle_s32 (a uint32 bit
+ * pattern as int32).
  * Assumes >> of a negative integer is arithmetic (true of GCC, Clang and Arm Compiler).
  */
 #ifndef QLANE_ACLE_H
@@ -30,9 +33,46 @@ static inline uint32_t qlane_ror(uint32_t x, uint32_t n) {
     return (x >> n) | (x << ((32u - n) & 31u));
 }
 
+/* GCC on a DSP core: the instructions GCC does not select from the C below (Clang does) are
+ * written as inline assembly. */
+#if !defined(QLANE_ACLE_PORTABLE) && defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && \
+    !defined(__clang__)
+#define QLANE_ACLE_GCC_ASM 1
+#else
+#define QLANE_ACLE_GCC_ASM 0
+#endif
+
 /* SMMULR: round(a * b / 2^32), ties toward +infinity (the rounded high word of the product). */
 static inline int32_t qlane_smmulr(int32_t a, int32_t b) {
+#if QLANE_ACLE_GCC_ASM
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
     return (int32_t)(((int64_t)a * (int64_t)b + INT64_C(0x80000000)) >> 32);
+#endif
+}
+
+/* SMMLAR: acc + SMMULR(a, b), wrapping (acc joins the high word; the low word only rounds). */
+static inline int32_t qlane_smmlar(int32_t a, int32_t b, int32_t acc) {
+#if QLANE_ACLE_GCC_ASM
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+#else
+    return qlane_acle_s32((uint32_t)acc + (uint32_t)qlane_smmulr(a, b));
+#endif
+}
+
+/* PKHBT (no shift): the low halfword of lo under the high halfword of hi. */
+static inline uint32_t qlane_pkhbt(uint32_t lo, uint32_t hi) {
+#if QLANE_ACLE_GCC_ASM
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2" : "=r"(r) : "r"(lo), "r"(hi));
+    return r;
+#else
+    return (lo & 0xFFFFu) | (hi & 0xFFFF0000u);
+#endif
 }
 
 #if !defined(QLANE_ACLE_PORTABLE) && defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
@@ -198,5 +238,73 @@ static inline uint32_t qlane_acle_usat(int32_t x, unsigned int bits) {
 #define __ror(x, n) qlane_ror((x), (n))
 
 #endif /* QLANE_ACLE_PORTABLE / __ARM_FEATURE_DSP */
+
+/* The low halfwords of a and b (PKHBT a, b, LSL #16) and their high halfwords (PKHTB b, a,
+ * ASR #16), as (a's, b's). */
+static inline uint32_t qlane_pack_lo16(uint32_t a, uint32_t b) {
+#if QLANE_ACLE_GCC_ASM
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (a & 0xFFFFu) | (b << 16);
+#endif
+}
+
+static inline uint32_t qlane_pack_hi16(uint32_t a, uint32_t b) {
+#if QLANE_ACLE_GCC_ASM
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
+    return r;
+#else
+    return (b & 0xFFFF0000u) | (a >> 16);
+#endif
+}
+
+/* SXTB16 / UXTB16 / SXTAB16 / UXTAB16 of x rotated right by 8 (bytes 1 and 3): one instruction
+ * with its ROR #8 operand (GCC does not fold the rotation into the extension; Clang does). */
+static inline int32_t qlane_sxtb16_ror8(uint32_t x) {
+#if QLANE_ACLE_GCC_ASM
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#else
+    return __sxtb16(qlane_acle_s32(qlane_ror(x, 8)));
+#endif
+}
+
+static inline int32_t qlane_sxtab16_ror8(int32_t a, uint32_t x) {
+#if QLANE_ACLE_GCC_ASM
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+#else
+    return __sxtab16(a, qlane_acle_s32(qlane_ror(x, 8)));
+#endif
+}
+
+static inline uint32_t qlane_uxtb16_ror8(uint32_t x) {
+#if QLANE_ACLE_GCC_ASM
+    uint32_t r;
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#elif QLANE_ACLE_NATIVE && defined(__clang__)
+    return (uint32_t)__uxtb16(qlane_acle_s32(qlane_ror(x, 8)));
+#else
+    return __uxtb16(qlane_ror(x, 8));
+#endif
+}
+
+static inline uint32_t qlane_uxtab16_ror8(uint32_t a, uint32_t x) {
+#if QLANE_ACLE_GCC_ASM
+    uint32_t r;
+    __asm__("uxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+#elif QLANE_ACLE_NATIVE && defined(__clang__)
+    return (uint32_t)__uxtab16(qlane_acle_s32(a), qlane_acle_s32(qlane_ror(x, 8)));
+#else
+    return __uxtab16(a, qlane_ror(x, 8));
+#endif
+}
 
 #endif /* QLANE_ACLE_H */

@@ -155,6 +155,10 @@ REF = {
     "__ssat": lambda x, n: sat(x, n),
     "__usat": lambda x, n: sat(x, n, False),
     "__smmulr": lambda a, b: ((a * b + (1 << 31)) >> 32, False),
+    "__smmlar": lambda a, b, acc: (wrap(acc + ((a * b + (1 << 31)) >> 32), 32), False),
+    "__pkhbt": lambda lo, hi: ((lo & 0xFFFF) | (hi & 0xFFFF0000), False),
+    "__pack_lo16": lambda a, b: ((a & 0xFFFF) | ((b & 0xFFFF) << 16), False),
+    "__pack_hi16": lambda a, b: ((a >> 16) | (b & 0xFFFF0000), False),
     "smull": lambda a, b: (a * b, False),
     "smlal": lambda c, a, b: (wrap(c + a * b, 64), False),
 }
