@@ -261,6 +261,23 @@ static inline uint32_t qlane_pack_hi16(uint32_t a, uint32_t b) {
 #endif
 }
 
+/* UXTB16 / UXTAB16 on uint32 words whichever arm_acle.h declares them (Clang's: on int32). */
+static inline uint32_t qlane_uxtb16(uint32_t x) {
+#if QLANE_ACLE_NATIVE && defined(__clang__)
+    return (uint32_t)__uxtb16(qlane_acle_s32(x));
+#else
+    return __uxtb16(x);
+#endif
+}
+
+static inline uint32_t qlane_uxtab16(uint32_t a, uint32_t x) {
+#if QLANE_ACLE_NATIVE && defined(__clang__)
+    return (uint32_t)__uxtab16(qlane_acle_s32(a), qlane_acle_s32(x));
+#else
+    return __uxtab16(a, x);
+#endif
+}
+
 /* SXTB16 / UXTB16 / SXTAB16 / UXTAB16 of x rotated right by 8 (bytes 1 and 3): one instruction
  * with its ROR #8 operand (GCC does not fold the rotation into the extension; Clang does). */
 static inline int32_t qlane_sxtb16_ror8(uint32_t x) {
@@ -288,10 +305,8 @@ static inline uint32_t qlane_uxtb16_ror8(uint32_t x) {
     uint32_t r;
     __asm__("uxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
     return r;
-#elif QLANE_ACLE_NATIVE && defined(__clang__)
-    return (uint32_t)__uxtb16(qlane_acle_s32(qlane_ror(x, 8)));
 #else
-    return __uxtb16(qlane_ror(x, 8));
+    return qlane_uxtb16(qlane_ror(x, 8));
 #endif
 }
 
@@ -300,10 +315,8 @@ static inline uint32_t qlane_uxtab16_ror8(uint32_t a, uint32_t x) {
     uint32_t r;
     __asm__("uxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
     return r;
-#elif QLANE_ACLE_NATIVE && defined(__clang__)
-    return (uint32_t)__uxtab16(qlane_acle_s32(a), qlane_acle_s32(qlane_ror(x, 8)));
 #else
-    return __uxtab16(a, qlane_ror(x, 8));
+    return qlane_uxtab16(a, qlane_ror(x, 8));
 #endif
 }
 

@@ -387,6 +387,8 @@ def pack_dw_row_words(halves: np.ndarray, bytes8: bool) -> np.ndarray:
     return wrap32(word).astype(np.int32).reshape(-1)
 
 
+DW_PASS = 4
+"""Output pixels per pass of the depthwise row kernel (1, 2 or 4)."""
 DW_BAND_BYTES = 16 * 1024
 """Scratch the row kernel may take for a band of several output rows (at least one row's):
 a channel's weights and constants are loaded once per band."""
@@ -413,24 +415,21 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     params, consts = requant_params(sim, c, acc_bound(sim, wt))
     halves, names = dw_row_words(wt, win.kh, win.kw)
     bytes8 = bool(halves.size) and int(halves.min()) >= -128 and int(halves.max()) <= 127
-    post = 1
-    if params["acc_scale"] == 2:
-        if bytes8:  # the accumulator holds acc, doubled before the requantization
-            post = 2
-            consts[0] = Const("bias", wrap32(sim.requant.bias).astype(np.int32),
-                              "bias (accumulator start)")
-        else:
-            halves = halves * 2
+    # acc_scale 2: the widened input holds 2 (x - zp) (within int16), so the sums are 2 acc
     if not bytes8 and (np.abs(halves).max(initial=0) > 32767 or win.sw > 1):
         # with int16 weights the quad kernel reads no more flash and widens a strided input
         # row's pixels only where a window uses them
         return None
     ow, sw, kw = win.ow, win.sw, win.kw
-    pairs = ow // 2
-    nw2 = (sw + kw - 1) // 2 + 1  # words a pass of two outputs reads per filter row
-    nw1 = (kw - 1) // 2 + 1
-    reach = max(2 * (pairs - 1) * sw + 2 * nw2 if pairs else 0,
-                (ow - 1) * sw + 2 * nw1 if ow % 2 else 0)
+    px = DW_PASS
+    nw = {n: ((n - 1) * sw + kw - 1) // 2 + 1 for n in (1, 2, 4)}  # words per filter row
+    tails = [n for n in (2, 1) if n < px and (ow % px) & n]
+    starts = [(i * px, px) for i in range(ow // px)]
+    col = ow - ow % px
+    for n in tails:
+        starts.append((col, n))
+        col += n
+    reach = max(o * sw + 2 * nw[n] for o, n in starts)
     sp = max(win.left + w, reach)
     sp += sp % 2
     # input pixels widened in pairs from an even ring column; an odd first / last one alone
@@ -442,7 +441,8 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     quads = c - c % DW_GROUP
     params.update(
         B=b, H=h, W=w, C=c, OH=win.oh, OW=ow, KH=win.kh, KW=kw, SH=win.sh, SW=sw, TOP=win.top,
-        LEFT=win.left, SP=sp, CS=ring * sp, PAIRS=pairs, NW1=nw1, NW2=nw2, post=post,
+        LEFT=win.left, SP=sp, CS=ring * sp, PX=px, PASSES=ow // px, tails=tails, nw=nw,
+        X2=params["acc_scale"], off2=_words(-params["acc_scale"] * zp_in, dtype == np.int8),
         NB=nb, ADV=nb * win.sh, KEEP=max(ring - nb * win.sh, 0),
         w8=bytes8, NB8=(len(names) + 1) // 2,
         wnames=names + [""] * (len(names) % 2 if bytes8 else 0),
@@ -457,7 +457,7 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     consts.insert(0, Const("w", pack_dw_row_words(halves, bytes8), desc))
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
-                     tile="2x1", params=params, consts=consts,
+                     tile=f"{px}x1", params=params, consts=consts,
                      scratch_bytes=2 * c * ring * sp)
 
 
