@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -205,6 +205,27 @@ def _buffers(graph: Graph, layers: list[Layer]) -> list[Buffer]:
     return bufs
 
 
+def _grow_scratch(graph: Graph, layers: list[Layer], lower: Callable[[int, int], Layer]
+                  ) -> tuple[list[Layer], Plan]:
+    """The layers and their arena plan, each layer whose kernel runs faster with more scratch
+    lowered again with the arena's slack at its step, kept where the arena does not grow."""
+    layers = list(layers)
+    plan = plan_arena(_buffers(graph, layers), ARENA_ALIGN)
+    for step, layer in enumerate(layers):
+        if not layer.kernel.scratch_grows:
+            continue
+        live = sum(b.size for b in _buffers(graph, layers)
+                   if b.first <= step <= b.last and b.key != f"s{layer.index}")
+        budget = plan.arena_bytes - live
+        if budget <= layer.kernel.scratch_bytes:
+            continue
+        trial = [*layers[:step], lower(step, budget), *layers[step + 1:]]
+        trial_plan = plan_arena(_buffers(graph, trial), ARENA_ALIGN)
+        if trial_plan.arena_bytes <= plan.arena_bytes:
+            layers, plan = trial, trial_plan
+    return layers, plan
+
+
 BOARD_FILES = ("board.c", "startup.c", "qlane_rt.c")
 """Sources of the bare-metal example (not part of the library)."""
 EXAMPLE_FILES = ("main.c", *BOARD_FILES)
@@ -295,15 +316,17 @@ def generate(graph: Graph, target: Target, name: str | None = None,
     """
     prefix = model_prefix(graph, name)
     interp = Interpreter(graph, rounding)
-    layers = []
-    for op, sim in zip(graph.operators, interp.kernels):
-        ctx = Context(op=op, graph=graph, sim=sim, target=target, rounding=rounding, isa="c")
+
+    def lower(step: int, budget: int = 0) -> Layer:
+        ctx = Context(op=graph.operators[step], graph=graph, sim=interp.kernels[step],
+                      target=target, rounding=rounding, isa="c", scratch_budget=budget)
         try:
-            layers.append(lower_layer(ctx, prefix))
+            return lower_layer(ctx, prefix)
         except NotImplementedError as e:
             raise GenerateError(str(e)) from None
-    buffers = _buffers(graph, layers)
-    plan = plan_arena(buffers, ARENA_ALIGN)
+
+    layers = [lower(step) for step in range(len(graph.operators))]
+    layers, plan = _grow_scratch(graph, layers, lower)
     project = Project(prefix, target, rounding, layers, plan)
     env = _env()
     headers = header_files(target.preferred_isa)

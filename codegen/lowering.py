@@ -64,6 +64,8 @@ class LayerCode:
     params: dict[str, Any] = field(default_factory=dict)
     consts: list[Const] = field(default_factory=list)
     scratch_bytes: int = 0
+    scratch_grows: bool = False
+    """Whether the kernel runs faster given more scratch (`Context.scratch_budget`)."""
 
 
 @dataclass
@@ -76,6 +78,8 @@ class Context:
     target: Target
     rounding: Rounding
     isa: str
+    scratch_budget: int = 0
+    """Scratch bytes the arena can give this layer without growing (0: the kernel's least)."""
 
     @property
     def inputs(self) -> list[Tensor | None]:

@@ -95,6 +95,7 @@ OVERRIDES: dict[str, dict[str, str]] = {
                          "test_generate_keeps_the_given_name": "hostc",
                          "test_generated_makefile_cross_compiles_with_zig": "isa"},
     "test_codegen_dsp": {"test_kernel_symbols_name_variant_and_tile": "fast",
+                         "test_depthwise_bands_take_the_arena_slack_only": "fast",
                          "test_random_layers_bit_exact_on_emulated_cortex_m": "isa",
                          "test_relu_outputs_drop_the_tie_fixup_and_stay_exact": "isa",
                          "test_instructions_per_mac_on_emulated_cortex_m4": "isa"},

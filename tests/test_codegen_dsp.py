@@ -297,6 +297,7 @@ def test_depthwise_row_kernel_over_bands(monkeypatch: pytest.MonkeyPatch, band_b
     """The depthwise row kernel with bands of one and of a few output rows: the rows a band
     shares with the next are moved up, padding rows and odd widths at either end."""
     monkeypatch.setattr(dsp, "DW_BAND_BYTES", band_bytes)
+    monkeypatch.setattr(dsp, "DW_BAND_FLOOR", 0)
     lay = Layers(21)
     lay.dwconv("int8", 1, (9, 7), 8, 1, (3, 3))
     lay.dwconv("int8", 2, (10, 6), 5, 1, (3, 3), (2, 2))
@@ -308,6 +309,29 @@ def test_depthwise_row_kernel_over_bands(monkeypatch: pytest.MonkeyPatch, band_b
     assert {parse_symbol(layer.symbol).tile for layer in project.layers} == {f"{dsp.DW_PASS}x1"}
     _check(verify(graph, load_target("cortex-m4"), lay.data, "double"), graph)
     _check(verify(graph, load_target("cortex-m7"), lay.data, "single"), graph)
+
+
+def test_depthwise_bands_take_the_arena_slack_only() -> None:
+    """A depthwise layer below the arena's peak gets a wider band from the slack at its step;
+    the arena is what it is with the least band plus at most `DW_BAND_FLOOR`."""
+    lay = Layers(22)
+    lay.dwconv("int8", 1, (24, 24), 32, 1, (3, 3))  # the arena's peak: a band of 3 rows, 5 KB
+    lay.dwconv("int8", 1, (6, 6), 8, 1, (3, 3))  # rows of 128 bytes
+    graph = lay.graph("dw_slack")
+    target = load_target("cortex-m4")
+    project = generate(graph, target, name="m")
+    big, small = project.layers
+    assert big.kernel.params["NB"] == 1
+    assert small.kernel.params["NB"] == 6 and small.kernel.scratch_bytes == 8 * 2 * 8 * 8
+    orig = (dsp.DW_BAND_BYTES, dsp.DW_BAND_FLOOR)
+    try:
+        dsp.DW_BAND_BYTES = dsp.DW_BAND_FLOOR = 0
+        least = generate(graph, target, name="m")
+    finally:
+        dsp.DW_BAND_BYTES, dsp.DW_BAND_FLOOR = orig
+    assert all(layer.kernel.params.get("NB", 1) == 1 for layer in least.layers)
+    assert least.plan.arena_bytes <= project.plan.arena_bytes <= (
+        least.plan.arena_bytes + dsp.DW_BAND_FLOOR)
 
 
 def test_relu_outputs_drop_the_tie_fixup_and_stay_exact() -> None:

@@ -390,15 +390,19 @@ def pack_dw_row_words(halves: np.ndarray, bytes8: bool) -> np.ndarray:
 DW_PASS = 4
 """Output pixels per pass of the depthwise row kernel (1, 2 or 4)."""
 DW_BAND_BYTES = 16 * 1024
-"""Scratch the row kernel may take for a band of several output rows (at least one row's):
-a channel's weights and constants are loaded once per band."""
+DW_BAND_FLOOR = 4 * 1024
+"""Scratch for a band of several output rows: what the arena has spare at the layer's step
+(`Context.scratch_budget`) but at least `DW_BAND_FLOOR` (the arena may grow by that much; a
+channel's weights and constants are loaded once per band) and at most `DW_BAND_BYTES`; at least
+one output row's band."""
 
 
-def _dw_band(oh: int, sh: int, kh: int, row_bytes: int) -> tuple[int, int]:
+def _dw_band(oh: int, sh: int, kh: int, row_bytes: int, budget: int) -> tuple[int, int]:
     """(output rows per band, widened input rows it holds): the most output rows whose input
-    rows fit `DW_BAND_BYTES` (at least one)."""
+    rows fit the band's scratch (see `DW_BAND_BYTES`)."""
+    budget = min(DW_BAND_BYTES, max(budget, DW_BAND_FLOOR))
     nb = 1
-    while nb < oh and (nb * sh + kh) * row_bytes <= DW_BAND_BYTES:
+    while nb < oh and (nb * sh + kh) * row_bytes <= budget:
         nb += 1
     return nb, (nb - 1) * sh + kh
 
@@ -435,7 +439,7 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     # input pixels widened in pairs from an even ring column; an odd first / last one alone
     x0 = win.left % 2
     npair = (w - x0) // 2
-    nb, ring = _dw_band(win.oh, win.sh, win.kh, c * sp * 2)
+    nb, ring = _dw_band(win.oh, win.sh, win.kh, c * sp * 2, ctx.scratch_budget)
     dtype = np.dtype(sim.dtype)
     zp_in = int(sim.qi.zp)
     quads = c - c % DW_GROUP
@@ -449,7 +453,8 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
         X0=x0, NPAIR=npair, singles_lo=list(range(x0)), singles_hi=list(range(x0 + 2 * npair, w)),
         quads=quads, in_zp=zp_in,
         off=_words(-zp_in, dtype == np.int8),
-        helpers={"ld32", "st32", "pack16"} | ({"ext"} if quads else set()),
+        helpers={"ld32", "st32"} | ({"ext"} if quads and params["acc_scale"] == 1 else set())
+        | ({"pack16"} if quads < c else set()),
     )
     desc = ("weights minus their zero point per channel: per filter row its tap pairs, then the "
             "odd last taps of two rows; " + ("bytes, two int16 pairs to a word (SXTB16)"
@@ -458,7 +463,7 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
-                     scratch_bytes=2 * c * ring * sp)
+                     scratch_bytes=2 * c * ring * sp, scratch_grows=nb < win.oh)
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="dsp")
