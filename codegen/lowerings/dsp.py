@@ -5,7 +5,9 @@ Every constant comes from the prepared simulator kernel: its offset weights (``w
 in exactly the order the C loops read them: the GEMM keeps them as bytes, four to a word, widened
 in registers by ``SXTB16`` / ``UXTB16`` (a weight zero point is folded into a per-pixel term);
 depthwise (and a GEMM whose 8-bit form would overflow int32) as int16 pairs. The inner loops are
-loads, widening and ``__smlad``. See ``templates/dsp/*.c.j2`` for the loops.
+loads, widening and ``__smlad``; the GEMM's 2x4 and 4x1 tiles run them as Thumb-2 inline
+assembly (`gemm_asm`), so that GCC and clang execute the same loop. See
+``templates/dsp/*.c.j2`` for the loops.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from .common import ctype
 
 MAX_DW_TAPS = 64  # every tap is unrolled in the generated loop
 GEMM_GROUP = 4  # output channels per GEMM pass (x 2 pixels)
+GEMM_UNROLL = 4  # column pairs per loop iteration of the 8-bit GEMM, 2 channels x 4 pixels
+GEMM_UNROLL_FC = 8  # the same, 4 channels x 1 pixel
 DW_GROUP = 4  # channels per depthwise pass (two SIMD32 words of int16 pairs)
 
 
@@ -252,6 +256,113 @@ def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray) -> tuple[np.ndarray
     return (raw, zw, signed) if bound < 2**31 else None
 
 
+def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True
+             ) -> dict[str, Any] | None:
+    """The Thumb-2 inline assembly of one channel group's reduction over ``kp`` column pairs, or
+    None where the tile has none (the C loop runs there).
+
+    2 channels x 4 pixels: per column pair LDR of the weight word, SXTB16/UXTB16 of it and of it
+    rotated by 8, two LDRD of the four pixels' column words (interleaved columns; four LDR of
+    columns one after the other otherwise) and 8 SMLAD. 4 channels x 1 pixel: per two column
+    pairs LDRD of the column words, and per pair LDRD of the four channels' weights, 4 widenings
+    and 4 SMLAD. The loop runs ``unroll`` pairs per iteration (the remainder first, straight);
+    for 2x4 its end sits on the stack (8 accumulators, 4 temporaries and 2 pointers fill r0-r12
+    and lr; r7, which a build keeping frame pointers reserves, is saved and used inside). The
+    registers are fixed: GCC finds no allocation of so many free operands. Both compilers then run
+    the same instructions, where their C loops differed by up to 2x.
+    """
+    ext = "sxtb16" if signed else "uxtb16"
+    if group == 2 and cols == 4 and not inter:
+        off = 4 * kp  # bytes between the pixels' columns
+        if 3 * off > 4095:
+            return None
+        temps = ["t0", "t1", "t2", "t3"]
+
+        def step() -> list[str]:
+            out = ["ldr %[t0], [%[w]], #4", f"ldr %[t2], [%[q], #{off}]", "ldr %[t3], [%[q]], #4",
+                   f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
+            for half in (0, 1):
+                if half:
+                    out += [f"ldr %[t3], [%[q], #{2 * off - 4}]",
+                            f"ldr %[t2], [%[q], #{3 * off - 4}]"]
+                for k, x in ((0, "t3"), (1, "t2")):
+                    px = 2 * half + k
+                    out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{px}_0]",
+                            f"smlad %[a{px}_1], %[t0], %[{x}], %[a{px}_1]"]
+            return out
+
+        steps = {1: step}
+        end_in_memory = True
+    elif group == 2 and cols == 4:
+        temps = ["t0", "t1", "t2", "t3"]
+
+        def step() -> list[str]:
+            out = ["ldr %[t0], [%[w]], #4", "ldrd %[t2], %[t3], [%[q]], #8",
+                   f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
+            for half in (0, 1):
+                if half:
+                    out.append("ldrd %[t2], %[t3], [%[q]], #8")
+                for k, x in ((0, "t2"), (1, "t3")):
+                    px = 2 * half + k
+                    out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{px}_0]",
+                            f"smlad %[a{px}_1], %[t0], %[{x}], %[a{px}_1]"]
+            return out
+
+        steps = {1: step}
+        end_in_memory = True
+    elif group == 4 and cols == 1:
+        temps = ["t0", "t1", "t2", "t3", "x0", "x1"]
+
+        def pair(x: str) -> list[str]:
+            out = ["ldrd %[t0], %[t1], [%[w]], #8"]
+            for c, (u, ror) in enumerate((("t0", ""), ("t0", ", ror #8"), ("t1", ""),
+                                          ("t1", ", ror #8"))):
+                t = "t2" if c % 2 == 0 else "t3"
+                out += [f"{ext} %[{t}], %[{u}]{ror}", f"smlad %[a0_{c}], %[{t}], %[{x}], %[a0_{c}]"]
+            return out
+
+        def step1() -> list[str]:
+            return ["ldr %[x0], [%[q]], #4", *pair("x0")]
+
+        def step2() -> list[str]:
+            return ["ldrd %[x0], %[x1], [%[q]], #8", *pair("x0"), *pair("x1")]
+
+        steps = {1: step1, 2: step2}
+        unroll = max(2, unroll - unroll % 2)
+        end_in_memory = False
+    else:
+        return None
+    big = max(steps)
+    n = unroll // big  # steps of the loop body
+    first = (kp // big) % n  # steps of the first, partial iteration
+    # 2x4: t0 (r0) comes in holding the loop's end, pushed where no register is left for it,
+    # with r7, the frame pointer of builds that keep one, which then serves as t3
+    lines: list[str] = ["push {%[t0], r7}"] if end_in_memory else []
+    if kp % big:  # an odd column pair of the 2-pair steps
+        lines += steps[1]()
+    if kp >= big:
+        if first:  # enter the loop at the step that leaves `first` steps to its end
+            lines.append("b 2f")
+        lines.append("1:")
+        for i in range(n):
+            if first and i == n - first:
+                lines.append("2:")
+            lines += steps[big]()
+        lines += (["ldr %[t0], [sp]", "cmp %[q], %[t0]"] if end_in_memory else
+                  ["cmp %[q], %[qe]"]) + ["bne 1b"]
+    if end_in_memory:
+        lines.append("pop {%[t0], r7}")
+        lines = [line.replace("%[t3]", "r7") for line in lines]
+        temps = temps[:3]
+    nl = kp >= big
+    accs = [f"a{k}_{c}" for k in range(cols) for c in range(group)]
+    free = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11"]  # and r12, lr
+    names = temps + accs + (["qe"] if nl and not end_in_memory else [])
+    regs = dict(zip(names, free), w="r12", q="lr")
+    return dict(lines=lines, temps=temps, loop=bool(nl), end_in_memory=end_in_memory, regs=regs,
+                accs=accs)
+
+
 def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int, nseg: int,
                  pixels: int, geometry: dict[str, Any]) -> LayerCode:
     sim = ctx.sim
@@ -286,10 +397,17 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     params.update(
         N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg, G=group,
         passes=passes, full=n - n % group, tails=groups[n // group:], in_zp=zp_in,
+        inter=nseg == 1 or seg % 2 == 0, U=1,
         off=_words(-zp_in, dtype == np.int8), weights8=w8 is not None, w_signed=w_signed,
         w_zp=zw, post=params["acc_scale"] if w8 is not None else 1,
-        helpers={"ld32", "st32", "ext"} if seg >= 4 else {"ld32"}, **geometry,
+        helpers={"ld32", "st32", "ext"} if seg >= 4 else
+        {"st32"} if geometry["mode"] == "im2col" else set(), **geometry,
     )
+    if w8 is not None:
+        params["asm"] = {
+            f"{g}x{c}": a for c in passes for g in {size for _, size in groups}
+            if (a := gemm_asm(g, c, params["KP"], GEMM_UNROLL if c > 1 else GEMM_UNROLL_FC,
+                              w_signed, params["inter"] or c == 1)) is not None}
     consts.insert(0, Const("w", words, wdesc))
     tile = f"{min(pixels, cols)}x{min(n, group)}"
     return LayerCode(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
