@@ -577,7 +577,13 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     desc = ("weights minus their zero point per channel: per filter row its tap pairs, then the "
             "odd last taps of two rows; " + ("bytes, two int16 pairs to a word (SXTB16)"
                                              if bytes8 else "int16 pairs"))
-    consts.insert(0, Const("w", pack_dw_row_words(halves, bytes8), desc))
+    # per channel one record, read through one pointer: its weight words, then its bias
+    words = pack_dw_row_words(halves, bytes8).reshape(c, -1)
+    bias = np.asarray(consts[0].values, np.int64).reshape(c, 1)
+    consts[0] = Const("w", wrap32(np.concatenate([words, bias], axis=1)).astype(np.int32
+                                                                              ).reshape(-1),
+                      desc + "; then the bias" + (" (x 2)" if params["acc_scale"] == 2 else ""))
+    params.update(NWW=words.shape[1], REC=words.shape[1] + 1)
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
