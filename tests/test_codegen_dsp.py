@@ -171,6 +171,23 @@ class Layers:
         self._tail("FULLY_CONNECTED", x, qi, w, qw, 0, units, depth, y_shape, dtype, scale,
                    bias, dict(keep_num_dims=keep_num_dims))
 
+    def add(self, dtype: str, shape: tuple[int, ...], real: float | None = None,
+            activation: str | None = None) -> None:
+        """ADD of two same-shape inputs; ``real``: the output stage's real multiplier
+        2 max(s1, s2) / (2^20 s_out) (None: an output scale of the inputs' order, e ~ 20)."""
+        rng = self.rng
+        x1, q1 = self._io(shape, dtype)
+        x2, q2 = self._io(shape, dtype)
+        s_max = float(max(np.float32(q1.s), np.float32(q2.s)))
+        s_out = (float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))) * s_max if real is None
+                 else 2 * s_max / (2**20 * real))
+        info = np.iinfo(np.dtype(dtype))
+        q_out = QuantParams(np.float32(s_out), int(rng.integers(info.min + 32, info.max - 31)))
+        y = self.g.add(spec(shape, dtype, q_out))
+        self.outputs.append(y)
+        act = activation or str(rng.choice(ACTIVATIONS, p=[0.4, 0.2, 0.2, 0.2]))
+        self.g.op("ADD", [x1, x2], [y], activation=act)
+
     def graph(self, name: str) -> Graph:
         return self.g.build(self.inputs, self.outputs, name=name)
 
@@ -266,6 +283,97 @@ def test_random_layers_bit_exact(rounding: str, target: str) -> None:
     _check(verify(graph, load_target(target), data, rounding=rounding), graph)
 
 
+def _add_layers(lay: Layers) -> None:
+    """ADD: both dtypes, every activation, lengths with and without a tail of 1..3 and of 4
+    (one step per loop iteration), batch 2, and output stages of every high-multiply variant."""
+    for dtype in ("int8", "uint8"):
+        for act in ACTIVATIONS:
+            lay.add(dtype, (1, 4, 4, 8), activation=act)
+        lay.add(dtype, (1, 3, 3, 3))
+        lay.add(dtype, (1, 16, 16, 8))
+        lay.add(dtype, (2, 5, 4))
+        lay.add(dtype, (1, 3))
+        for real in (0.7, 0.35, 0.2, 0.1):  # e = 0, 1, 2, 3
+            lay.add(dtype, (1, 2, 2, 7), real=real)
+
+
+def _add_variants(graph: Graph, rounding: str) -> set[tuple[str, bool]]:
+    project = generate(graph, load_target("cortex-m4"), name="m", rounding=rounding)
+    out = set()
+    for layer in project.layers:
+        assert layer.spec.isa == "dsp" and layer.spec.op == "add", layer.symbol
+        out.add((layer.kernel.params["mm"], layer.kernel.params["fixup"]))
+    return out
+
+
+@pytest.mark.parametrize("rounding, target", [("double", "cortex-m4"), ("single", "cortex-m7")])
+def test_add_layers_bit_exact(rounding: str, target: str) -> None:
+    """The DSP ADD (C steps on the host) against the simulator; every output variant."""
+    graph, data = _random_graph(31, [_add_layers], f"add_{rounding}")
+    variants = _add_variants(graph, rounding)
+    if rounding == "double":
+        assert {("dbl", True), ("dbl", False), ("dbl0", False)} <= variants, variants
+    else:
+        assert {("smmul", False), ("smmulr", False), ("dbl0", False)} <= variants, variants
+    _check(verify(graph, load_target(target), data, rounding=rounding), graph)
+
+
+@pytest.mark.parametrize("rounding, target", [("double", "cortex-m4"), ("single", "cortex-m7")])
+def test_add_layers_bit_exact_on_emulated_cortex_m(rounding: str, target: str) -> None:
+    """The DSP ADD's assembly steps, emulated; and well under 12 instructions per element."""
+    emulate = _emulate()
+    graph, data = _random_graph(31, [_add_layers], f"add_emu_{rounding}")
+    report = emulate.emulate_verify(graph, load_target(target), data, rounding=rounding)
+    _check(report, graph)
+    for layer in report.layers:
+        n = int(np.prod(graph.tensors[graph.operators[layer.index].outputs[0]].shape))
+        if n >= 2048:  # the tables' copy is amortised
+            per = report.counts[layer.index]["instructions"] / n
+            assert per < 12, f"{layer.kernel}: {per:.2f} instructions per element"
+
+
+def test_add_edge_inputs_bit_exact() -> None:
+    """Every pair of input bytes, extreme zero points and a scale ratio of 2^10."""
+    lay = Layers(32)
+    g = lay.g
+    for dtype, (z1, z2, zo) in (("int8", (-128, 127, 0)), ("uint8", (0, 255, 255)),
+                                ("int8", (127, -128, -128)), ("uint8", (255, 0, 0))):
+        info = np.iinfo(np.dtype(dtype))
+        ins = [g.add(spec((1, 256, 256), dtype, QuantParams(np.float32(s), z)))
+               for s, z in ((0.05, z1), (0.05 / 1024, z2))]
+        lay.inputs += ins
+        v = np.arange(info.min, info.max + 1)
+        a, b = np.meshgrid(v, v, indexing="ij")
+        lay.data += [np.stack([a, b[::-1]])[:, None].astype(dtype),
+                     np.stack([b, a[::-1]])[:, None].astype(dtype)]
+        y = g.add(spec((1, 256, 256), dtype, QuantParams(np.float32(0.04), zo)))
+        lay.outputs.append(y)
+        g.op("ADD", ins, [y], activation="NONE")
+    graph = lay.graph("add_edges")
+    for rounding, target in (("double", "cortex-m4"), ("single", "cortex-m7")):
+        _add_variants(graph, rounding)
+        _check(verify(graph, load_target(target), lay.data, rounding=rounding), graph)
+
+
+def test_add_falls_back_to_c_where_the_dsp_kernel_does_not_apply() -> None:
+    """SUB, broadcasting and a constant operand run the portable C kernel."""
+    lay = Layers(33)
+    g = lay.g
+    q = QuantParams(np.float32(0.05), 3)
+    x1 = g.add(spec((1, 4, 4, 8), "int8", q))
+    x2 = g.add(spec((1, 1, 1, 8), "int8", q))
+    x3 = g.add(spec((1, 4, 4, 8), "int8", q))
+    c = g.add(spec((1, 4, 4, 8), "int8", q, np.ones((1, 4, 4, 8), np.int8)))
+    lay.inputs += [x1, x2, x3]
+    outs = [g.add(spec((1, 4, 4, 8), "int8", QuantParams(np.float32(0.1), 0))) for _ in range(3)]
+    g.op("ADD", [x1, x2], [outs[0]])
+    g.op("SUB", [x1, x3], [outs[1]])
+    g.op("ADD", [x3, c], [outs[2]])
+    lay.outputs += outs
+    project = generate(lay.graph("add_c"), load_target("cortex-m4"), name="m")
+    assert [layer.spec.isa for layer in project.layers] == ["c", "c", "c"]
+
+
 def test_litert_fully_connected_float_requantization() -> None:
     graph, data = _random_graph(9, [_fc_layers], "rand_litert")
     assert _requant_kinds(graph, "litert") == {"float"}
@@ -342,9 +450,8 @@ def test_relu_outputs_drop_the_tie_fixup_and_stay_exact() -> None:
         project = generate(graph, load_target(target), graph.name, "double")
         for layer in project.layers:
             op = graph.operators[layer.index]
-            if op.opcode != "ADD":  # portable C on Cortex-M
-                relu = op.options["activation"] == "RELU"
-                assert layer.kernel.params["ties_up"] == relu, layer.symbol
+            relu = op.options["activation"] == "RELU"
+            assert layer.kernel.params["ties_up"] == relu, layer.symbol
     _check(verify(graph, load_target("cortex-m7"), xs, "double"), graph)
     _check(emulate.emulate_verify(graph, load_target("cortex-m4"), xs, rounding="double",
                                   count=False), graph)

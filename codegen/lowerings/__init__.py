@@ -4,6 +4,7 @@ from . import (  # noqa: F401  (modules register their lowerings on import)
     activation,
     conv,
     dsp,
+    dsp_add,
     elementwise,
     neon,
     pool,
