@@ -264,7 +264,7 @@ def test_estimate_and_verify_tables_fit_long_names_and_two_input_adds(tmp_path: 
     assert code == 0, out
     table = _table_after(out, "estimate ")
     _aligned(table)
-    assert _cells(table[2])[:5] == ["0", "ADD", "c", "1x7x9x5 1x7x9x5 -> 1x7x9x5", "0"]
+    assert _cells(table[2])[:5] == ["0", "ADD", "dsp", "1x7x9x5 1x7x9x5 -> 1x7x9x5", "0"]
     code, out = run("verify", model, "--target", "cortex-a72", "--samples", 1)
     assert code == 0, out
     table = _table_after(out, "verify ")
