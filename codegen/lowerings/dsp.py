@@ -25,7 +25,8 @@ from .common import ctype
 
 MAX_DW_TAPS = 64  # every tap is unrolled in the generated loop
 GEMM_GROUP = 4  # output channels per GEMM pass (x 2 pixels)
-GEMM_UNROLL = 4  # column pairs per loop iteration of the 8-bit GEMM, 2 channels x 4 pixels
+GEMM_UNROLL = 8  # column pairs per loop iteration of the 8-bit GEMM, 2 channels x 4 pixels
+GEMM_UNROLL_SHORT = 4  # the same below GEMM_UNROLL column pairs (flash: no unused steps)
 GEMM_UNROLL_FC = 8  # the same, 4 channels x 1 pixel
 DW_GROUP = 4  # channels per depthwise pass (two SIMD32 words of int16 pairs)
 
@@ -230,13 +231,15 @@ def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> 
 # CONV_2D and FULLY_CONNECTED: int16 columns x packed weights, 4 channels x 2 pixels per pass
 
 
-def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray) -> tuple[np.ndarray, int, bool] | None:
+def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray, scale: int = 1
+             ) -> tuple[np.ndarray, int, bool] | None:
     """The GEMM's weights as stored bytes: (raw [K, N] weights, their zero point zw, signed), or
     None where 8 bits do not serve (weights outside a byte, or int32 overflow of the folded sum).
 
     sum (x - zx)(w - zw) = sum (x - zx) w - zw sum (x - zx): with zw != 0 the kernel accumulates
     raw weights from the bias minus zw times the column's sum, so that start and every partial
-    sum must stay within int32.
+    sum must stay within int32; ``scale`` times that, where columns and bias are scaled by it
+    (the accumulator then holds ``scale`` acc).
     """
     qw = sim.qw
     zw = 0 if qw.per_axis else qw.zp
@@ -253,7 +256,7 @@ def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray) -> tuple[np.ndarray
     extent = sim._input_extent()
     bound = (int(np.abs(raw).sum(axis=0).max(initial=0)) * extent + abs(zw) * k * extent
              + int(np.abs(sim.requant.bias).max(initial=0)))
-    return (raw, zw, signed) if bound < 2**31 else None
+    return (raw, zw, signed) if scale * bound < 2**31 else None
 
 
 def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True
@@ -378,12 +381,18 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
         group, cols = GEMM_GROUP, min(pixels, 2)
     groups = channel_groups(n, group)
     passes = [cols] + [c for c in (2, 1) if c < cols and pixels % cols & c]
+    # the requantization wants 2 acc: 8-bit weights get columns of 2 (x - zp) (one more SXTAB16
+    # per two column slots, none for the odd last ones of a segment) and the doubled bias where
+    # that costs less than doubling each output (per pixel N) and int32 still holds every sum
+    x2 = (w8 is not None and params["acc_scale"] == 2 and 2 * (seg // 4) * nseg < n
+          and weights8(sim, wmat, 2) is not None)
     if w8 is not None:
         raw, zw, w_signed = w8
         words = pack_gemm_weights8(raw, layout, groups)
-        # the accumulator holds acc, doubled at the end where the requantization wants 2 acc
-        consts[0] = Const("bias", wrap32(sim.requant.bias).astype(np.int32),
-                          "bias (accumulator start)")
+        if not x2:
+            # the accumulator holds acc, doubled at the end where the requantization wants 2 acc
+            consts[0] = Const("bias", wrap32(sim.requant.bias).astype(np.int32),
+                              "bias (accumulator start)")
         wdesc = (f"{'int8' if w_signed else 'uint8'} weights, 4 to a word in loop order (per "
                  "channel pair and column pair: w[s][c], w[s][c+1], w[s+1][c], w[s+1][c+1])")
     else:
@@ -398,15 +407,17 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
         N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg, G=group,
         passes=passes, full=n - n % group, tails=groups[n // group:], in_zp=zp_in,
         inter=nseg == 1 or seg % 2 == 0, U=1,
-        off=_words(-zp_in, dtype == np.int8), weights8=w8 is not None, w_signed=w_signed,
-        w_zp=zw, post=params["acc_scale"] if w8 is not None else 1,
-        helpers={"ld32", "st32", "ext"} if seg >= 4 else
+        off=_words(-zp_in * (2 if x2 else 1), dtype == np.int8), weights8=w8 is not None,
+        w_signed=w_signed, w_zp=zw, x2=x2,
+        post=params["acc_scale"] if w8 is not None and not x2 else 1,
+        helpers={"ld32", "st32"} if seg >= 4 else
         {"st32"} if geometry["mode"] == "im2col" else set(), **geometry,
     )
     if w8 is not None:
+        unroll = GEMM_UNROLL if params["KP"] >= GEMM_UNROLL else GEMM_UNROLL_SHORT
         params["asm"] = {
             f"{g}x{c}": a for c in passes for g in {size for _, size in groups}
-            if (a := gemm_asm(g, c, params["KP"], GEMM_UNROLL if c > 1 else GEMM_UNROLL_FC,
+            if (a := gemm_asm(g, c, params["KP"], unroll if c > 1 else GEMM_UNROLL_FC,
                               w_signed, params["inter"] or c == 1)) is not None}
     consts.insert(0, Const("w", words, wdesc))
     tile = f"{min(pixels, cols)}x{min(n, group)}"
