@@ -259,6 +259,17 @@ def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray, scale: int = 1
     return (raw, zw, signed) if scale * bound < 2**31 else None
 
 
+def _smlads(half: int, cols: tuple[str, str]) -> list[str]:
+    """SMLAD of pixels 2 half and 2 half + 1 (column words in ``cols``) with the two widened
+    weight words t1 (channel 0) and t0 (channel 1)."""
+    out = []
+    for k, x in enumerate(cols):
+        px = 2 * half + k
+        out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{px}_0]",
+                f"smlad %[a{px}_1], %[t0], %[{x}], %[a{px}_1]"]
+    return out
+
+
 def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True
              ) -> dict[str, Any] | None:
     """The Thumb-2 inline assembly of one channel group's reduction over ``kp`` column pairs, or
@@ -284,15 +295,9 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
         def step() -> list[str]:
             out = ["ldr %[t0], [%[w]], #4", f"ldr %[t2], [%[q], #{off}]", "ldr %[t3], [%[q]], #4",
                    f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
-            for half in (0, 1):
-                if half:
-                    out += [f"ldr %[t3], [%[q], #{2 * off - 4}]",
-                            f"ldr %[t2], [%[q], #{3 * off - 4}]"]
-                for k, x in ((0, "t3"), (1, "t2")):
-                    px = 2 * half + k
-                    out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{px}_0]",
-                            f"smlad %[a{px}_1], %[t0], %[{x}], %[a{px}_1]"]
-            return out
+            out += _smlads(0, ("t3", "t2"))
+            out += [f"ldr %[t3], [%[q], #{2 * off - 4}]", f"ldr %[t2], [%[q], #{3 * off - 4}]"]
+            return out + _smlads(1, ("t3", "t2"))
 
         steps = {1: step}
         end_in_memory = True
@@ -302,14 +307,9 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
         def step() -> list[str]:
             out = ["ldr %[t0], [%[w]], #4", "ldrd %[t2], %[t3], [%[q]], #8",
                    f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
-            for half in (0, 1):
-                if half:
-                    out.append("ldrd %[t2], %[t3], [%[q]], #8")
-                for k, x in ((0, "t2"), (1, "t3")):
-                    px = 2 * half + k
-                    out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{px}_0]",
-                            f"smlad %[a{px}_1], %[t0], %[{x}], %[a{px}_1]"]
-            return out
+            out += _smlads(0, ("t2", "t3"))
+            out.append("ldrd %[t2], %[t3], [%[q]], #8")
+            return out + _smlads(1, ("t2", "t3"))
 
         steps = {1: step}
         end_in_memory = True
