@@ -79,7 +79,8 @@ class Context:
     rounding: Rounding
     isa: str
     scratch_budget: int = 0
-    """Scratch bytes the arena can give this layer without growing (0: the kernel's least)."""
+    """Scratch bytes the arena can give this layer without growing (0 on the first lowering, or
+    none spare: the kernel takes what it needs, e.g. the depthwise band's floor)."""
 
     @property
     def inputs(self) -> list[Tensor | None]:

@@ -548,7 +548,6 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     params, consts = requant_params(sim, c, acc_bound(sim, wt))
     halves, names = dw_row_words(wt, win.kh, win.kw)
     bytes8 = bool(halves.size) and int(halves.min()) >= -128 and int(halves.max()) <= 127
-    # acc_scale 2: the widened input holds 2 (x - zp) (within int16), so the sums are 2 acc
     if not bytes8 and (np.abs(halves).max(initial=0) > 32767 or win.sw > 1):
         # with int16 weights the quad kernel reads no more flash and widens a strided input
         # row's pixels only where a window uses them
@@ -565,18 +564,19 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     reach = max(o * sw + 2 * nw[n] for o, n in starts)
     sp = max(win.left + w, reach)
     sp += sp % 2
-    # input pixels widened in pairs from an even ring column; an odd first / last one alone
+    # input pixels widened in pairs from an even band column; an odd first / last one alone
     x0 = win.left % 2
     npair = (w - x0) // 2
-    nb, ring = _dw_band(win.oh, win.sh, win.kh, c * sp * 2, ctx.scratch_budget)
+    nb, held = _dw_band(win.oh, win.sh, win.kh, c * sp * 2, ctx.scratch_budget)
     dtype = np.dtype(sim.dtype)
     zp_in = int(sim.qi.zp)
     quads = c - c % DW_GROUP
     params.update(
         B=b, H=h, W=w, C=c, OH=win.oh, OW=ow, KH=win.kh, KW=kw, SH=win.sh, SW=sw, TOP=win.top,
-        LEFT=win.left, SP=sp, CS=ring * sp, PX=px, PASSES=ow // px, tails=tails, nw=nw,
+        LEFT=win.left, SP=sp, CS=held * sp, PX=px, PASSES=ow // px, tails=tails, nw=nw,
+        # acc_scale 2: the widened input holds 2 (x - zp) (within int16), the sums 2 acc
         X2=params["acc_scale"], off2=_words(-params["acc_scale"] * zp_in, dtype == np.int8),
-        NB=nb, ADV=nb * win.sh, KEEP=max(ring - nb * win.sh, 0),
+        NB=nb, ADV=nb * win.sh, KEEP=max(held - nb * win.sh, 0),
         w8=bytes8, NB8=(len(names) + 1) // 2,
         wnames=names + [""] * (len(names) % 2 if bytes8 else 0),
         X0=x0, NPAIR=npair, singles_lo=list(range(x0)), singles_hi=list(range(x0 + 2 * npair, w)),
@@ -598,7 +598,7 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
-                     scratch_bytes=2 * c * ring * sp, scratch_grows=nb < win.oh)
+                     scratch_bytes=2 * c * held * sp, scratch_grows=nb < win.oh)
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="dsp")
