@@ -410,7 +410,7 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
         off=_words(-zp_in * (2 if x2 else 1), dtype == np.int8), weights8=w8 is not None,
         w_signed=w_signed, w_zp=zw, x2=x2,
         post=params["acc_scale"] if w8 is not None and not x2 else 1,
-        helpers={"ld32", "st32"} if seg >= 4 else
+        helpers={"ld32", "st32", "wide"} if seg >= 4 else
         {"st32"} if geometry["mode"] == "im2col" else set(), **geometry,
     )
     if w8 is not None:
@@ -575,14 +575,14 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
         B=b, H=h, W=w, C=c, OH=win.oh, OW=ow, KH=win.kh, KW=kw, SH=win.sh, SW=sw, TOP=win.top,
         LEFT=win.left, SP=sp, CS=held * sp, PX=px, PASSES=ow // px, tails=tails, nw=nw,
         # acc_scale 2: the widened input holds 2 (x - zp) (within int16), the sums 2 acc
-        X2=params["acc_scale"], off2=_words(-params["acc_scale"] * zp_in, dtype == np.int8),
+        x2=params["acc_scale"] == 2,
         NB=nb, ADV=nb * win.sh, KEEP=max(held - nb * win.sh, 0),
         w8=bytes8, NB8=(len(names) + 1) // 2,
         wnames=names + [""] * (len(names) % 2 if bytes8 else 0),
         X0=x0, NPAIR=npair, singles_lo=list(range(x0)), singles_hi=list(range(x0 + 2 * npair, w)),
         quads=quads, in_zp=zp_in,
-        off=_words(-zp_in, dtype == np.int8),
-        helpers={"ld32", "st32"} | ({"ext"} if quads and params["acc_scale"] == 1 else set())
+        off=_words(-params["acc_scale"] * zp_in, dtype == np.int8),
+        helpers={"ld32", "st32"} | ({"wide"} if quads else set())
         | ({"pack16"} if quads < c else set()),
     )
     desc = ("weights minus their zero point per channel: per filter row its tap pairs, then the "
@@ -631,7 +631,8 @@ def depthwise_dsp(ctx: Context) -> LayerCode:
         TP=(taps + 1) // 2, SPAN=span, NCOPY=ncopy, RIGHT=span - win.left - ncopy,
         ACC_OFS=(win.kh * span * cin + 3) // 4,
         quads=quads, in_zp=zp_in, zp_byte=zp_in & 0xFF, off=_words(-zp_in, dtype == np.int8),
-        helpers={"ld32", "st32"} | ({"ext", "lanes"} if quads else set())
+        x2=False,
+        helpers={"ld32", "st32"} | ({"wide", "lanes"} if quads else set())
         | ({"pack16"} if quads < n else set()),
     )
     if quads:
