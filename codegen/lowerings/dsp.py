@@ -193,7 +193,7 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
             consts += [Const("mult", m.astype(np.int32), "Q31 multipliers per channel"),
                        Const("shift", s.astype(np.int32), "shifts per channel")]
         return params, consts
-    if "rnd" in arrays and _zp_folds(plan, high):
+    if "rnd" in arrays and zp_folds(plan, high):
         # ((h + R) >> S) + zp = (h + R + zp 2^S) >> S while no term wraps: one addend
         arrays["rnd"] = arrays["rnd"] + (np.int64(rq.zp) << arrays["shift"])
         params["zp_folded"] = True
@@ -214,7 +214,7 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     return params, consts
 
 
-def _zp_folds(plan: RequantPlan, high: Any) -> bool:
+def zp_folds(plan: RequantPlan, high: Any) -> bool:
     """Whether the output zero point can join the rounding addend of the ``high_mul`` form:
     ``|h| + R + |zp| 2^S + 1 < 2^31`` for the high word ``h`` (at most the plan's bound + 1)."""
     worst = (plan.bound + 1 + np.asarray(high.rnd, np.int64)

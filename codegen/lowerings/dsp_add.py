@@ -23,7 +23,7 @@ from qlane.sim.requant import HighMul, RequantPlan
 
 from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from .common import ctype
-from .dsp import _zp_folds
+from .dsp import zp_folds
 
 ADD_TABLE_BYTES = 2 * 256 * 4
 """Scratch of the two stage tables."""
@@ -58,7 +58,7 @@ def add_form(sim: AddSub, dtype: np.dtype) -> tuple[np.ndarray, dict[str, Any]]:
     if variant in ("dbl0", "smmulr"):
         rnd, shift = 0, 0
     fixup = variant == "dbl" and not plan.ties_up
-    if variant == "smmulr" or variant == "dbl0" or _zp_folds(plan, high):
+    if variant == "smmulr" or variant == "dbl0" or zp_folds(plan, high):
         rnd += sim.out_zp << shift
         zp_add = 0
     else:
