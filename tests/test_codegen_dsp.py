@@ -236,6 +236,7 @@ def _fc_layers(lay: Layers) -> None:
     lay.fc("int8", (3, 9), 3, per_channel=False)
     lay.fc("uint8", (1, 6), 3, scale="ge1", tiny=True)
     lay.fc("int8", (2, 17), 5, bias="wrap")
+    lay.fc("uint8", (1, 40), 18)  # byte lanes: the 8-channel loop with a weight zero point
 
 
 def _requant_kinds(graph: Graph, rounding: str) -> set[str]:
@@ -537,6 +538,50 @@ def test_weights8_words_pair_with_the_columns_as_smlad_reads_them() -> None:
                             acc[c + 1] += odd[i] @ col[j]
                         i += 1
             np.testing.assert_array_equal(acc, x @ w)
+
+
+def test_byte_lane_words_give_two_channels_per_widening() -> None:
+    """A numpy model of the one-pixel GEMM: SMLAD of each unwidened word into a[c], SXTB16 of it
+    rotated by 8 into a[c + 1], starts and ends as the template computes them (int32 wrapping
+    throughout), equals the GEMM with the weights' zero point; int8 and uint8, odd channels."""
+    rng = np.random.default_rng(5)
+
+    def w32(v: Any) -> np.ndarray:
+        return dsp.wrap32(np.asarray(v, np.int64))
+
+    for signed, zw, (lo, hi) in ((True, 0, (-128, 128)), (False, 131, (0, 256))):
+        for seg, n in ((8, 8), (13, 7), (6, 11)):
+            w = rng.integers(lo, hi, (seg, n))
+            x = rng.integers(-255, 256, seg)
+            layout = dsp.column_layout(seg, 1)
+            col = np.where(layout >= 0, x[np.maximum(layout, 0)], 0).reshape(-1, 2)
+            groups = dsp.channel_groups(n, dsp.GEMM_GROUP_LANES)
+            words = dsp.pack_gemm_weights8(w, layout, groups, dsp.lane_shift(signed))
+            u = words.astype(np.int64) & 0xFFFFFFFF
+            lanes = np.stack([u & 0xFFFF, u >> 16], axis=-1)
+            lanes = np.where(lanes >= 2**15, lanes - 2**16, lanes)  # SMLAD's int16 lanes
+            _, odd = dsp.widen8(words, True)  # SXTB16 of the word rotated by 8
+            ta, tb = dsp.lane_terms(signed, zw)
+            s = int(col.sum())
+            acc, i = np.zeros(n, np.int64), 0
+            for c0, size in groups:
+                a = np.zeros(size, np.int64)
+                for c in range(0, size, 2):
+                    if c + 1 < size:
+                        a[c + 1] = s * tb
+                        a[c] = w32(s * ta + (a[c + 1] << 8))
+                    else:
+                        a[c] = s * ta
+                for j in range(col.shape[0]):
+                    for c in range(0, size, 2):
+                        a[c] = w32(a[c] + lanes[i] @ col[j])
+                        if c + 1 < size:
+                            a[c + 1] = w32(a[c + 1] + odd[i] @ col[j])
+                        i += 1
+                for c in range(0, size - 1, 2):
+                    a[c] = w32(a[c] - (a[c + 1] << 8))
+                acc[c0:c0 + size] = a
+            np.testing.assert_array_equal(acc, x @ (w - zw))
 
 
 def test_uint8_gemm_folds_the_weight_zero_point() -> None:

@@ -28,6 +28,8 @@ GEMM_GROUP = 4  # output channels per GEMM pass (x 2 pixels)
 GEMM_UNROLL = 8  # column pairs per loop iteration of the 8-bit GEMM, 2 channels x 4 pixels
 GEMM_UNROLL_SHORT = 4  # the same below GEMM_UNROLL column pairs (flash: no unused steps)
 GEMM_UNROLL_FC = 8  # the same, 4 channels x 1 pixel
+GEMM_GROUP_LANES = 8  # output channels per pass of the one-pixel byte-lane GEMM (4 pairs)
+LANES_MIN_K = 128  # reduction length from which the 2x4 GEMM runs byte lanes
 DW_GROUP = 4  # channels per depthwise pass (two SIMD32 words of int16 pairs)
 
 
@@ -90,15 +92,16 @@ def pack_gemm_weights(wmat: np.ndarray, layout: np.ndarray, groups: list[tuple[i
                           ) if groups else np.zeros(0, np.int32)
 
 
-def pack_gemm_weights8(wraw: np.ndarray, layout: np.ndarray, groups: list[tuple[int, int]]
-                       ) -> np.ndarray:
+def pack_gemm_weights8(wraw: np.ndarray, layout: np.ndarray, groups: list[tuple[int, int]],
+                       shift: tuple[int, int] = (0, 0)) -> np.ndarray:
     """[K, N] 8-bit weights as words: per channel group, per column pair, per channel pair.
 
     The word of channels (c, c + 1) and column slots (s, s + 1) holds the bytes w[s][c],
     w[s][c + 1], w[s + 1][c], w[s + 1][c + 1] (low first): ``SXTB16`` / ``UXTB16`` of the word
     gives channel c's halfword pair (w[s][c], w[s + 1][c]) in the lane order of the int16 column
     word that ``SMLAD`` multiplies, and of the word rotated by 8, channel c + 1's. A group's odd
-    last channel leaves bytes 1 and 3 zero.
+    last channel leaves bytes 1 and 3 zero. ``shift`` is added to the bytes of channels c and
+    c + 1 (see `lane_shift`).
     """
     k, n = wraw.shape
     wp = np.zeros((layout.size, n), np.int64)
@@ -106,15 +109,36 @@ def pack_gemm_weights8(wraw: np.ndarray, layout: np.ndarray, groups: list[tuple[
     wp[valid] = wraw[layout[valid]]
     lo, hi = wp[0::2], wp[1::2]  # [K2/2, N]: the column pair's low and high slot
     zero = np.zeros(lo.shape[0], np.int64)
+    sa, sb = shift
     out = []
     for c0, size in groups:
         pairs = []
         for c in range(c0, c0 + size, 2):
             odd = c + 1 < c0 + size
-            b = [lo[:, c], lo[:, c + 1] if odd else zero, hi[:, c], hi[:, c + 1] if odd else zero]
+            b = [lo[:, c] + sa, lo[:, c + 1] + sb if odd else zero, hi[:, c] + sa,
+                 hi[:, c + 1] + sb if odd else zero]
             pairs.append(sum((v & 0xFF) << (8 * i) for i, v in enumerate(b)))
         out.append(np.stack(pairs, axis=1).reshape(-1))
     return wrap32(np.concatenate(out)).astype(np.int32) if out else np.zeros(0, np.int32)
+
+
+def lane_shift(signed: bool) -> tuple[int, int]:
+    """What the byte-lane GEMM adds to the stored bytes of channels c and c + 1 of a word.
+
+    ``SMLAD`` of the unwidened word multiplies each column slot by 256 b + a: channel c's byte a
+    read unsigned (int8 weights stored + 128) and channel c + 1's byte b signed (uint8 weights
+    stored - 128). ``SXTB16`` of the word rotated by 8 gives b alone, so one widening per word
+    serves two channels: the dot product with a is the first sum minus 256 times the second, and
+    the shifts come back as multiples of the column's sum (see `lane_terms`).
+    """
+    return (128, 0) if signed else (0, -128)
+
+
+def lane_terms(signed: bool, zw: int) -> tuple[int, int]:
+    """Factors of the column sum S in the start values of channels c and c + 1 of the byte-lane
+    GEMM: sum x (w - zw) = sum x stored - (shift + zw) S."""
+    sa, sb = lane_shift(signed)
+    return -sa - zw, -sb - zw
 
 
 def widen8(words: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -138,20 +162,50 @@ def _words(v: Any, signed: bool) -> int:
 # Requantization parameters shared by the templates
 
 
-def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound: int
-                   ) -> tuple[dict[str, Any], list[Const]]:
+def constant_channels(sim: Conv2D | DepthwiseConv2D | FullyConnected, bounds: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, value) of the channels whose output is one value for every input: the
+    requantization (non-decreasing in the accumulator) maps both ends of bias -+ ``bounds`` (per
+    channel ``|acc|`` before the bias) to it. Converters leave such channels, e.g. a bias of 2^30
+    that saturates every output."""
+    rq = sim.requant
+    n = np.asarray(bounds).size
+    bias = np.broadcast_to(np.asarray(rq.bias, np.int64), (n,))
+    lo, hi = bias - bounds, bias + bounds
+    plan = RequantPlan(rq.multiplier, rq.shift, rq.zp, rq.lo, rq.hi, rq.rounding, channels=n)
+    ok = (lo >= -(2**31)) & (hi < 2**31) & (plan.multiplier >= 0)
+    out_lo = plan.output(plan.reference(np.where(ok, lo, 0)))
+    out_hi = plan.output(plan.reference(np.where(ok, hi, 0)))
+    return ok & (out_lo == out_hi), out_lo
+
+
+def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound: int,
+                   bounds: np.ndarray | None = None) -> tuple[dict[str, Any], list[Const]]:
     """How the C code turns an int32 accumulator (bias included) into an output byte.
 
-    ``bound`` bounds ``|acc|`` before the bias. The cheapest exact form of the layer's
-    `qlane.sim.requant.RequantPlan` is chosen: ``"mm"`` (``high_mul``: SMMULR / SMMUL and an
-    ASR), ``"fused"`` (SMLAL and an ASR), the ``reference`` ``qlane_requant_*`` of
-    qlane_fixedpoint.h (``"generic"``), or ``"float"`` (LiteRT FULLY_CONNECTED).
+    ``bound`` bounds ``|acc|`` before the bias (``bounds``: per channel). The cheapest exact form
+    of the layer's `qlane.sim.requant.RequantPlan` is chosen: ``"mm"`` (``high_mul``: SMMULR /
+    SMMUL and an ASR), ``"fused"`` (SMLAL and an ASR), the ``reference`` ``qlane_requant_*`` of
+    qlane_fixedpoint.h (``"generic"``), or ``"float"`` (LiteRT FULLY_CONNECTED). Where channels of
+    one output value (`constant_channels`) alone keep the layer from ``"mm"``, they get multiplier
+    0, bias 0 and that value as their rounding addend.
     """
     rq = sim.requant
     dtype = np.dtype(sim.dtype)
     full = (rq.lo, rq.hi) == ((-128, 127) if dtype == np.int8 else (0, 255))
+    bias = np.broadcast_to(np.asarray(rq.bias, np.int64), (n,)).copy()
     plan = RequantPlan(rq.multiplier, rq.shift, rq.zp, rq.lo, rq.hi, rq.rounding,
-                       bound=int(bound) + int(np.abs(rq.bias).max(initial=0)), channels=n)
+                       bound=int(bound) + int(np.abs(bias).max(initial=0)), channels=n)
+    const, value = np.zeros(n, bool), np.zeros(n, np.int64)
+    if rq.kind != "float" and bounds is not None and plan.high_mul() is None:
+        mask, value = constant_channels(sim, np.asarray(bounds, np.int64))
+        mult = np.where(mask, 0, plan.multiplier)
+        kept = np.where(mask, 0, bias)
+        trial = RequantPlan(mult, plan.shift, rq.zp, rq.lo, rq.hi, rq.rounding,
+                            bound=int(bound) + int(np.abs(kept).max(initial=0)), channels=n)
+        high = trial.high_mul()
+        if mask.any() and high is not None and high.variant in ("dbl", "smmul"):
+            plan, const, bias = trial, mask, kept
     ties_up = plan.ties_up
     params: dict[str, Any] = dict(
         zp=rq.zp, lo=rq.lo, hi=rq.hi, full_range=full, signed=dtype == np.int8,
@@ -160,7 +214,8 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
         req="qlane_requant_single" if rq.rounding == "single" else
         "qlane_requant_double_up" if ties_up else "qlane_requant_double",
     )
-    consts = [Const("bias", wrap32(rq.bias).astype(np.int32), "bias (accumulator start)")]
+    params["bias_values"] = bias
+    consts = [Const("bias", wrap32(bias).astype(np.int32), "bias (accumulator start)")]
     if rq.kind == "float":
         scale = np.broadcast_to(np.asarray(rq.real_scale, np.float64), (n,))
         params["scale_uniform"] = bool(np.all(scale == scale[0]))
@@ -174,6 +229,8 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     if high is not None:
         params["kind"], params["mm"] = "mm", high.variant
         arrays = {"mult": high.m, "rnd": high.rnd, "shift": high.shift}
+        if const.any():  # multiplier 0: the output is rnd >> shift (plus the zero point)
+            arrays["rnd"] = np.where(const, (value - rq.zp) << high.shift, high.rnd)
         if high.variant in ("smmulr", "dbl0"):
             del arrays["rnd"], arrays["shift"]
     elif fused is not None:
@@ -209,7 +266,7 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
     if params.get("mm") in ("dbl", "dbl0"):
         # SMMULR(2 acc, M): the kernel accumulates 2 acc (weights and bias doubled)
         params["acc_scale"] = 2
-        consts[0] = Const("bias", wrap32(2 * rq.bias).astype(np.int32),
+        consts[0] = Const("bias", wrap32(2 * bias).astype(np.int32),
                           "2 x bias (the accumulator holds 2 acc)")
     return params, consts
 
@@ -224,22 +281,27 @@ def zp_folds(plan: RequantPlan, high: Any) -> bool:
 
 def acc_bound(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> int:
     """Bound of |accumulator| before the bias: [K, N] offset weights times the input extent."""
-    return int(np.abs(np.asarray(w, np.int64)).sum(axis=0).max(initial=0)) * sim._input_extent()
+    return int(acc_bounds(sim, w).max(initial=0))
+
+
+def acc_bounds(sim: Conv2D | DepthwiseConv2D | FullyConnected, w: np.ndarray) -> np.ndarray:
+    """`acc_bound` per output channel."""
+    return np.abs(np.asarray(w, np.int64)).sum(axis=0) * sim._input_extent()
 
 
 # --------------------------------------------------------------------------------------------
 # CONV_2D and FULLY_CONNECTED: int16 columns x packed weights, 4 channels x 2 pixels per pass
 
 
-def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray, scale: int = 1
-             ) -> tuple[np.ndarray, int, bool] | None:
+def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray, scale: int = 1,
+             bias: np.ndarray | None = None) -> tuple[np.ndarray, int, bool] | None:
     """The GEMM's weights as stored bytes: (raw [K, N] weights, their zero point zw, signed), or
     None where 8 bits do not serve (weights outside a byte, or int32 overflow of the folded sum).
 
     sum (x - zx)(w - zw) = sum (x - zx) w - zw sum (x - zx): with zw != 0 the kernel accumulates
     raw weights from the bias minus zw times the column's sum, so that start and every partial
     sum must stay within int32; ``scale`` times that, where columns and bias are scaled by it
-    (the accumulator then holds ``scale`` acc).
+    (the accumulator then holds ``scale`` acc). ``bias``: the kernel's (default the layer's).
     """
     qw = sim.qw
     zw = 0 if qw.per_axis else qw.zp
@@ -255,7 +317,7 @@ def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray, scale: int = 1
     k = raw.shape[0]
     extent = sim._input_extent()
     bound = (int(np.abs(raw).sum(axis=0).max(initial=0)) * extent + abs(zw) * k * extent
-             + int(np.abs(sim.requant.bias).max(initial=0)))
+             + int(np.abs(sim.requant.bias if bias is None else bias).max(initial=0)))
     return (raw, zw, signed) if scale * bound < 2**31 else None
 
 
@@ -270,23 +332,65 @@ def _smlads(half: int, cols: tuple[str, str]) -> list[str]:
     return out
 
 
-def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True
-             ) -> dict[str, Any] | None:
+def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True,
+             lanes: bool = False) -> dict[str, Any] | None:
     """The Thumb-2 inline assembly of one channel group's reduction over ``kp`` column pairs, or
     None where the tile has none (the C loop runs there).
 
     2 channels x 4 pixels: per column pair LDR of the weight word, SXTB16/UXTB16 of it and of it
-    rotated by 8, two LDRD of the four pixels' column words (interleaved columns; four LDR of
-    columns one after the other otherwise) and 8 SMLAD. 4 channels x 1 pixel: per two column
+    rotated by 8, LDR of the four pixels' column words (interleaved columns: two then two, each
+    LDR after the first of a run taking one cycle on the Cortex-M4, where LDRD takes three for
+    two) and 8 SMLAD. 4 channels x 1 pixel: per two column
     pairs LDRD of the column words, and per pair LDRD of the four channels' weights, 4 widenings
     and 4 SMLAD. The loop runs ``unroll`` pairs per iteration (the remainder first, straight);
     for 2x4 its end sits on the stack (8 accumulators, 4 temporaries and 2 pointers fill r0-r12
     and lr; r7, which a build keeping frame pointers reserves, is saved and used inside). The
     registers are fixed: GCC finds no allocation of so many free operands. Both compilers then run
     the same instructions, where their C loops differed by up to 2x.
+
+    Byte lanes (``lanes``, one pixel, an even group): per column pair LDR of the column word, then
+    per two channel pairs LDR of their two words and per word SMLAD of it, SXTB16 of it rotated
+    by 8 and SMLAD of that: 4 MACs for one widening. The LDRs follow one another, so that each
+    after the first takes one cycle on the Cortex-M4 (TRM, load pipelining).
     """
     ext = "sxtb16" if signed else "uxtb16"
-    if group == 2 and cols == 4 and not inter:
+    if lanes and group == 2 and cols == 4 and inter:
+        temps = ["t0", "t1", "t2", "t3"]
+
+        def step() -> list[str]:
+            out = ["ldr %[t0], [%[w]], #4", "ldr %[t2], [%[q]], #4", "ldr %[t3], [%[q]], #4",
+                   "sxtb16 %[t1], %[t0], ror #8"]
+            for half in (0, 1):
+                if half:
+                    out += ["ldr %[t2], [%[q]], #4", "ldr %[t3], [%[q]], #4"]
+                for k, x in enumerate(("t2", "t3")):
+                    px = 2 * half + k
+                    out += [f"smlad %[a{px}_0], %[t0], %[{x}], %[a{px}_0]",
+                            f"smlad %[a{px}_1], %[t1], %[{x}], %[a{px}_1]"]
+            return out
+
+        steps = {1: step}
+        end_in_memory = True
+    elif lanes:
+        if cols != 1 or group % 2:
+            return None
+        temps = ["t0", "t1", "t2", "t3"]
+
+        def step() -> list[str]:
+            out = ["ldr %[t2], [%[q]], #4"]
+            for j in range(0, group // 2, 2):
+                words = ["t0", "t1"][:min(2, group // 2 - j)]
+                out += [f"ldr %[{t}], [%[w]], #4" for t in words]
+                for t, pair in zip(words, range(j, j + 2)):
+                    a, b = f"a0_{2 * pair}", f"a0_{2 * pair + 1}"
+                    out += [f"smlad %[{a}], %[{t}], %[t2], %[{a}]",
+                            f"sxtb16 %[{t}], %[{t}], ror #8",
+                            f"smlad %[{b}], %[{t}], %[t2], %[{b}]"]
+            return out
+
+        steps = {1: step}
+        end_in_memory = group > 4  # 8 accumulators, 3 temporaries, 2 pointers
+    elif group == 2 and cols == 4 and not inter:
         off = 4 * kp  # bytes between the pixels' columns
         if 3 * off > 4095:
             return None
@@ -305,10 +409,10 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
         temps = ["t0", "t1", "t2", "t3"]
 
         def step() -> list[str]:
-            out = ["ldr %[t0], [%[w]], #4", "ldrd %[t2], %[t3], [%[q]], #8",
+            out = ["ldr %[t0], [%[w]], #4", "ldr %[t2], [%[q]], #4", "ldr %[t3], [%[q]], #4",
                    f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
             out += _smlads(0, ("t2", "t3"))
-            out.append("ldrd %[t2], %[t3], [%[q]], #8")
+            out += ["ldr %[t2], [%[q]], #4", "ldr %[t3], [%[q]], #4"]
             return out + _smlads(1, ("t2", "t3"))
 
         steps = {1: step}
@@ -370,13 +474,19 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
                  pixels: int, geometry: dict[str, Any]) -> LayerCode:
     sim = ctx.sim
     k, n = wmat.shape
-    params, consts = requant_params(sim, n, acc_bound(sim, wmat))
+    params, consts = requant_params(sim, n, acc_bound(sim, wmat), acc_bounds(sim, wmat))
     layout = column_layout(seg, nseg)
-    w8 = weights8(sim, wmat)
+    w8 = weights8(sim, wmat, bias=params["bias_values"])
     # bytes: 2 channels x 4 pixels per pass (one widened pair feeds 4 columns), one pixel x 4
     # channels below 4 pixels; int16 pairs: 4 channels x 2 pixels
+    # byte lanes: one pixel; 2 x 4 where the widenings saved (one per channel pair, column pair
+    # and 4 pixels) outweigh each output's start and end terms and each column's sum (measured
+    # on the Cortex-M4: from 128 column slots on; below, up to 8% slower)
+    inter = nseg == 1 or seg % 2 == 0
+    lanes = w8 is not None and (pixels < 4 or (inter and seg >= 4 and n >= 16
+                                                and k >= LANES_MIN_K))
     if w8 is not None:
-        group, cols = (2, 4) if pixels >= 4 else (4, 1)
+        group, cols = (2, 4) if pixels >= 4 else (GEMM_GROUP_LANES, 1)
     else:
         group, cols = GEMM_GROUP, min(pixels, 2)
     groups = channel_groups(n, group)
@@ -385,16 +495,19 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     # per two column slots, none for the odd last ones of a segment) and the doubled bias where
     # that costs less than doubling each output (per pixel N) and int32 still holds every sum
     x2 = (w8 is not None and params["acc_scale"] == 2 and 2 * (seg // 4) * nseg < n
-          and weights8(sim, wmat, 2) is not None)
+          and weights8(sim, wmat, 2, params["bias_values"]) is not None)
     if w8 is not None:
         raw, zw, w_signed = w8
-        words = pack_gemm_weights8(raw, layout, groups)
+        words = pack_gemm_weights8(raw, layout, groups, lane_shift(w_signed) if lanes else (0, 0))
         if not x2:
             # the accumulator holds acc, doubled at the end where the requantization wants 2 acc
-            consts[0] = Const("bias", wrap32(sim.requant.bias).astype(np.int32),
+            consts[0] = Const("bias", wrap32(params["bias_values"]).astype(np.int32),
                               "bias (accumulator start)")
         wdesc = (f"{'int8' if w_signed else 'uint8'} weights, 4 to a word in loop order (per "
                  "channel pair and column pair: w[s][c], w[s][c+1], w[s+1][c], w[s+1][c+1])")
+        if lanes:
+            sa, sb = lane_shift(w_signed)
+            wdesc += f", channel c's bytes {sa:+d} (unsigned), c+1's {sb:+d} (signed)"
     else:
         zw, w_signed = 0, True
         words = pack_gemm_weights(wmat * params["acc_scale"], layout, groups)
@@ -406,9 +519,10 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     params.update(
         N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg, G=group,
         passes=passes, full=n - n % group, tails=groups[n // group:], in_zp=zp_in,
-        inter=nseg == 1 or seg % 2 == 0, U=1,
+        inter=inter, U=1,
         off=_words(-zp_in * (2 if x2 else 1), dtype == np.int8), weights8=w8 is not None,
-        w_signed=w_signed, w_zp=zw, x2=x2,
+        w_signed=w_signed, w_zp=zw, x2=x2, lanes=lanes,
+        terms=lane_terms(w_signed, zw) if lanes else (0, 0),
         post=params["acc_scale"] if w8 is not None and not x2 else 1,
         helpers={"ld32", "st32", "wide"} if seg >= 4 else
         {"st32"} if geometry["mode"] == "im2col" else set(), **geometry,
@@ -418,11 +532,26 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
         params["asm"] = {
             f"{g}x{c}": a for c in passes for g in {size for _, size in groups}
             if (a := gemm_asm(g, c, params["KP"], unroll if c > 1 else GEMM_UNROLL_FC,
-                              w_signed, params["inter"] or c == 1)) is not None}
+                              w_signed, params["inter"] or c == 1, lanes)) is not None}
     consts.insert(0, Const("w", words, wdesc))
     tile = f"{min(pixels, cols)}x{min(n, group)}"
+    col_bytes = -(-passes[0] * int(layout.size) * 2 // 8) * 8
+    stages = stage_weights(ctx, words.nbytes, -(-pixels // cols))
+    params["stage"] = col_bytes if stages and ctx.scratch_budget >= col_bytes + words.nbytes else 0
+    params["NW"] = int(words.size)
     return LayerCode(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
-                  consts=consts, scratch_bytes=passes[0] * int(layout.size) * 2)
+                     consts=consts, scratch_grows=stages,
+                     scratch_bytes=col_bytes + words.nbytes if params["stage"] else
+                     passes[0] * int(layout.size) * 2)
+
+
+def stage_weights(ctx: Context, nbytes: int, reads: int) -> bool:
+    """Whether a kernel reading its ``nbytes`` of weights ``reads`` times runs faster copying them
+    once into the arena's slack: on chips whose flash has wait states, where the weights do not
+    fit the flash's data cache (`qlane.codegen.targets.CostModel`)."""
+    cost = ctx.target.cost
+    return bool(cost and cost.flash_wait_states and nbytes > cost.flash_cache_bytes
+                and reads >= 2)
 
 
 @lowering("CONV_2D", isa="dsp")
@@ -545,7 +674,7 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     b, h, w, c = sim.x.shape
     taps = win.kh * win.kw
     wt = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(taps, c)
-    params, consts = requant_params(sim, c, acc_bound(sim, wt))
+    params, consts = requant_params(sim, c, acc_bound(sim, wt), acc_bounds(sim, wt))
     halves, names = dw_row_words(wt, win.kh, win.kw)
     bytes8 = bool(halves.size) and int(halves.min()) >= -128 and int(halves.max()) <= 127
     if not bytes8 and (np.abs(halves).max(initial=0) > 32767 or win.sw > 1):
@@ -618,7 +747,7 @@ def depthwise_dsp(ctx: Context) -> LayerCode:
     n = sim.n_out
     mult = sim.mult
     wt = np.asarray(sim.wrows[:, :, :n], np.int64).reshape(taps, n)  # [T, C_out]
-    params, consts = requant_params(sim, n, acc_bound(sim, wt))
+    params, consts = requant_params(sim, n, acc_bound(sim, wt), acc_bounds(sim, wt))
     wt = wt * params["acc_scale"]
     dtype = np.dtype(sim.dtype)
     zp_in = int(sim.qi.zp)
