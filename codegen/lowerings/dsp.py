@@ -30,6 +30,10 @@ GEMM_UNROLL_SHORT = 4  # the same below GEMM_UNROLL column pairs (flash: no unus
 GEMM_UNROLL_FC = 8  # the same, 4 channels x 1 pixel
 GEMM_GROUP_LANES = 8  # output channels per pass of the one-pixel byte-lane GEMM (4 pairs)
 LANES_MIN_K = 128  # reduction length from which the 2x4 GEMM runs byte lanes
+ROWSEG_MAX = 32  # input bytes of a filter row up to which it is one column segment
+STAGE_FLOOR = 1024
+"""Weight bytes the GEMM copies into the arena even where the arena grows by that much (a small
+layer's weights and constants, read from flash once per pass, cost it most)."""
 DW_GROUP = 4  # channels per depthwise pass (two SIMD32 words of int16 pairs)
 
 
@@ -534,15 +538,50 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
             if (a := gemm_asm(g, c, params["KP"], unroll if c > 1 else GEMM_UNROLL_FC,
                               w_signed, params["inter"] or c == 1, lanes)) is not None}
     consts.insert(0, Const("w", words, wdesc))
+    params["rec"] = w8 is not None and params["kind"] == "mm" and not params["uniform"]
+    if params["rec"]:
+        consts, params["rec_tail"] = gemm_records(consts, groups, params["KP"],
+                                                  params["mm"] not in ("dbl0", "smmulr"))
+        params["rec_rnd"] = params["mm"] not in ("dbl0", "smmulr")
+        words = consts[0].values
     tile = f"{min(pixels, cols)}x{min(n, group)}"
     col_bytes = -(-passes[0] * int(layout.size) * 2 // 8) * 8
     stages = stage_weights(ctx, words.nbytes, -(-pixels // cols))
-    params["stage"] = col_bytes if stages and ctx.scratch_budget >= col_bytes + words.nbytes else 0
+    room = max(ctx.scratch_budget, col_bytes + STAGE_FLOOR)
+    params["stage"] = col_bytes if stages and room >= col_bytes + words.nbytes else 0
     params["NW"] = int(words.size)
     return LayerCode(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
                      consts=consts, scratch_grows=stages,
                      scratch_bytes=col_bytes + words.nbytes if params["stage"] else
                      passes[0] * int(layout.size) * 2)
+
+
+def gemm_records(consts: list[Const], groups: list[tuple[int, int]], kp: int, rnd: bool
+                 ) -> tuple[list[Const], dict[int, int]]:
+    """The 8-bit GEMM's weight words and per-channel constants as one array read through one
+    pointer: per channel group its biases, its weight words, its multipliers, then (``rnd``) its
+    rounding addends and its shifts as bytes. Returns the constants without the separate bias,
+    multiplier, rounding and shift arrays, and per group size the words after the weights."""
+    by = {c.suffix: c for c in consts}
+    words = by["w"].values
+    tail = {size: size + ((size + -(-size // 4)) if rnd else 0) for _, size in groups}
+    out, at = [], 0
+    for c0, size in groups:
+        nw = kp * ((size + 1) // 2)
+        part = [by["bias"].values[c0:c0 + size].astype(np.int64), words[at:at + nw],
+                by["mult"].values[c0:c0 + size]]
+        at += nw
+        if rnd:
+            sh = np.zeros(-(-size // 4) * 4, np.int64)
+            sh[:size] = by["shift"].values[c0:c0 + size]
+            part += [by["rnd"].values[c0:c0 + size],
+                     (sh & 0xFF).reshape(-1, 4) @ (np.int64(1) << np.arange(0, 32, 8))]
+        out.append(np.concatenate([np.asarray(v, np.int64) for v in part]))
+    rec = wrap32(np.concatenate(out) if out else np.zeros(0, np.int64)).astype(np.int32)
+    desc = (by["w"].comment + "; per channel group: its biases, its weight words, its "
+            "multipliers" + (", its rounding addends and its shifts (bytes)" if rnd else ""))
+    keep = [c for c in consts if c.suffix not in ("w", "bias", "mult", "rnd", "shift")]
+    return [Const("w", rec, desc), *keep], tail
 
 
 def stage_weights(ctx: Context, nbytes: int, reads: int) -> bool:
@@ -566,10 +605,18 @@ def conv2d_dsp(ctx: Context) -> LayerCode:
     rows = win.is_identity()  # 1x1, stride 1, no padding: pixel p reads x + p*C
     geometry = dict(
         mode="rows" if rows else "im2col", B=b, H=h, W=w, C=c, OH=win.oh, OW=win.ow, KH=kh,
-        KW=kw, SH=win.sh, SW=win.sw, DH=win.dh, DW=win.dw, TOP=win.top, LEFT=win.left,
+        KW=kw, rowseg=False, SH=win.sh, SW=win.sw, DH=win.dh, DW=win.dw, TOP=win.top,
+        LEFT=win.left,
     )
     variant = window_tag(kh, kw, win.sh, win.sw, win.dh, win.dw)
-    return _gemm_kernel(ctx, "conv2d", variant, sim.wmat_int, c, kh * kw,
+    # a filter row of few channels as one segment: its taps are neighbouring input bytes
+    rowseg = not rows and win.dw == 1 and kw > 1 and kw * c <= ROWSEG_MAX
+    seg, nseg = (kw * c, kh) if rowseg else (c, kh * kw)
+    if rowseg:
+        layout = column_layout(seg, 1)
+        geometry.update(rowseg=True, slot=[int(np.flatnonzero(layout == e)[0])
+                                           for e in range(seg)])
+    return _gemm_kernel(ctx, "conv2d", variant, sim.wmat_int, seg, nseg,
                         b * win.oh * win.ow, geometry)
 
 
@@ -655,6 +702,68 @@ channel's weights and constants are loaded once per band) and at most `DW_BAND_B
 one output row's band."""
 
 
+def dw_asm(sw: int, sp: int, c: int, signed: bool) -> list[str] | None:
+    """The Thumb-2 assembly of the row kernel's 4-pixel passes along one output row of a 3x3
+    filter (stride ``sw`` across, band rows ``sp`` int16 apart, outputs ``c`` bytes apart), or
+    None where an offset does not fit its instruction.
+
+    Per filter row: LDR of the input words (one run), then per pixel SMLAD of a tap pair (SMLADX
+    on PKHBT where the pair straddles two words, stride 1) and SMLA<x><y> of the third tap;
+    the first row starts each accumulator at the bias. Per pass SMMLAR, ASR, SSAT / USAT and STRB
+    of each output (the ``"dbl"`` form with ties up and the zero point folded, full range).
+    Registers: accumulators r0-r3, input words r4-r6, tap pairs r8-r10 (rows 0-2), third taps
+    r11 (rows 0, 1) and r7 (row 2, saved); band pointer r12, output pointer lr. They come in
+    holding multiplier, rounding addend, shift, bias and the passes' end (r0-r4), pushed and
+    read back per pass, and row 2's third tap (r5).
+    """
+    row = 2 * sp  # bytes between band rows
+    if 2 * row + 4 * (2 * sw + 1) > 4095 or 3 * c > 4095 or 4 * c > 4095:
+        return None
+    sat = "ssat" if signed else "usat"
+    wp = ["r8", "r9", "r10"]
+    wo = ["r11", "r11", "r7"]
+    half = ["b", "t", "b"]  # the half of wo holding row ky's third tap
+    lines = ["push {r0, r1, r2, r3, r4, r7}", "mov r7, r5", "1:", "ldr r3, [sp, #12]"]
+    for ky in range(3):
+        base = ky * row
+        k, o, y = wp[ky], wo[ky], half[ky]
+
+        def acc(a: int, first: bool = ky == 0) -> tuple[str, str]:
+            return f"r{a}", ("r3" if first else f"r{a}")
+
+        if sw == 1:
+            lines += [f"ldr r4, [r12, #{base}]", f"ldr r5, [r12, #{base + 4}]",
+                      f"ldr r6, [r12, #{base + 8}]"]
+            d, a = acc(0)
+            lines += [f"smlad {d}, r4, {k}, {a}", "pkhbt r4, r5, r4"]
+            d1, a1 = acc(1)
+            lines += [f"smladx {d1}, r4, {k}, {a1}", f"smlab{y} r0, r5, {o}, r0",
+                      f"smlat{y} r1, r5, {o}, r1"]
+            d2, a2 = acc(2)
+            lines += [f"smlad {d2}, r5, {k}, {a2}", "pkhbt r5, r6, r5"]
+            d3, a3 = acc(3)
+            lines += [f"smladx {d3}, r5, {k}, {a3}", f"smlab{y} r2, r6, {o}, r2",
+                      f"smlat{y} r3, r6, {o}, r3"]
+        else:
+            # words (x0 x1) .. (x8 x9): pixel t takes words t (pair) and t + 1 (low half)
+            regs = ["r4", "r5", "r6", "r4", "r5"]
+            lines += [f"ldr r4, [r12, #{base}]", f"ldr r5, [r12, #{base + 4}]",
+                      f"ldr r6, [r12, #{base + 8}]"]
+            for t in range(4):
+                if t >= 2:
+                    lines.append(f"ldr {regs[t + 1]}, [r12, #{base + 4 * (t + 1)}]")
+                d, a = acc(t)
+                lines += [f"smlad {d}, {regs[t]}, {k}, {a}",
+                          f"smlab{y} r{t}, {regs[t + 1]}, {o}, r{t}"]
+    lines += [f"add r12, r12, #{8 * sw}", "ldr r4, [sp]", "ldr r5, [sp, #4]", "ldr r6, [sp, #8]"]
+    for t in range(4):
+        lines += [f"smmlar r{t}, r{t}, r4, r5", f"asr r{t}, r{t}, r6", f"{sat} r{t}, #8, r{t}",
+                  f"strb r{t}, [lr, #{t * c}]" if t else f"strb r{t}, [lr]"]
+    lines += [f"addw lr, lr, #{4 * c}", "ldr r4, [sp, #16]", "cmp r12, r4", "bne 1b",
+              "add sp, sp, #20", "pop {r7}"]
+    return lines
+
+
 def _dw_band(oh: int, sh: int, kh: int, row_bytes: int, budget: int) -> tuple[int, int]:
     """(output rows per band, widened input rows it holds): the most output rows whose input
     rows fit the band's scratch (see `DW_BAND_BYTES`)."""
@@ -724,6 +833,13 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
                                                                               ).reshape(-1),
                       desc + "; then the bias" + (" (x 2)" if params["acc_scale"] == 2 else ""))
     params.update(NWW=words.shape[1], REC=words.shape[1] + 1)
+    asm_form = (params["kind"] == "mm" and params["mm"] == "dbl" and params["ties_up"]
+                and params["zp_folded"] and params["full_range"])
+    # scheduled for single issue (its loads in runs; a dual-issue core runs the C loop faster),
+    # from two passes a row (below, pushing its constants per row costs more than it saves)
+    single = ctx.target.cost is None or ctx.target.cost.issue_width == 1
+    params["asm"] = (dw_asm(sw, sp, c, dtype == np.int8) if single and asm_form
+                     and (win.kh, kw, px) == (3, 3, 4) and ow >= 2 * px else None)
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
