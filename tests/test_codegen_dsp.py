@@ -52,6 +52,14 @@ def _check(report: Report, graph: Graph) -> None:
     assert len(report.layers) == len(graph.operators)
 
 
+def _extra(opts: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``activation`` of ``extra`` into the operator's options; the rest (``zp_out``, ``dead``)
+    for `Layers._tail`."""
+    if "activation" in extra:
+        opts["activation"] = extra.pop("activation")
+    return extra
+
+
 def _quant(rng: np.random.Generator, dtype: str) -> QuantParams:
     info = np.iinfo(np.dtype(dtype))
     return QuantParams(random_scale(rng, 0.01, 0.1), int(rng.integers(info.min, info.max + 1)))
@@ -97,13 +105,19 @@ class Layers:
 
     def _tail(self, opcode: str, x: int, qi: QuantParams, w: np.ndarray, qw: QuantParams,
               w_axis: int, n_out: int, k: int, y_shape: tuple[int, ...], dtype: str,
-              scale: str, bias: str, options: dict[str, Any]) -> None:
+              scale: str, bias: str, options: dict[str, Any], zp_out: int | None = None,
+              dead: int = 0) -> None:
         """Bias, output quantization and the operator. ``scale``: "normal" (outputs spread over
         the range), or a fixed real multiplier class: "ge1" (left shift), "half" (e = 0),
-        "quarter" (e = 1); ``bias``: "normal" or "wrap" (near +-2^31: int32 wraps)."""
+        "quarter" (e = 1); ``bias``: "normal" or "wrap" (near +-2^31: int32 wraps);
+        ``zp_out``: the output zero point (default random); ``dead``: that many first channels
+        get zero weights and a bias of 2^30 (one output value, as converters leave them)."""
         rng = self.rng
         info = np.iinfo(np.dtype(dtype))
         zp_w = np.asarray(qw.zero_point, np.int64).reshape(-1)[0]
+        if dead:
+            w = w.copy()
+            np.moveaxis(w, w_axis, 0)[:dead] = zp_w
         wo = np.moveaxis(w.astype(np.int64) - zp_w, w_axis, 0).reshape(n_out, -1)
         # the bias cancels the mean accumulator so that outputs spread around the zero point
         x_mean = (info.max + info.min) / 2 - qi.zp
@@ -121,13 +135,16 @@ class Layers:
         if bias == "wrap":
             b = (rng.choice([-1, 1], n_out) * (2**31 - rng.integers(1, 3 * int(acc_rms) + 2,
                                                                   n_out))).astype(np.int32)
+        if dead:
+            b = b.copy()
+            b[:dead] = 2**30
         bi = self.g.add(spec((n_out,), np.int32, qb, b))
         real_out = {"normal": s_out}
         if scale != "normal":
             target = {"ge1": 1.6, "half": 0.7, "quarter": 0.35}[scale]
             real_out[scale] = float(np.float32(qi.s) * np.float32(np.max(s_w))) / target
-        q_out = QuantParams(np.float32(real_out[scale]),
-                            int(rng.integers(info.min + 64, info.max - 63)))
+        zp = int(rng.integers(info.min + 64, info.max - 63))
+        q_out = QuantParams(np.float32(real_out[scale]), zp if zp_out is None else zp_out)
         y = self.g.add(spec(y_shape, dtype, q_out))
         self.outputs.append(y)
         options.setdefault("activation", str(rng.choice(ACTIVATIONS, p=[0.4, 0.2, 0.2, 0.2])))
@@ -136,7 +153,7 @@ class Layers:
     def conv(self, dtype: str, batch: int, hw: tuple[int, int], cin: int, cout: int,
              k: tuple[int, int], s: tuple[int, int] = (1, 1), d: tuple[int, int] = (1, 1),
              padding: str = "SAME", scale: str = "normal", bias: str = "normal",
-             tiny: bool = False, per_channel: bool = True) -> None:
+             tiny: bool = False, per_channel: bool = True, **extra: Any) -> None:
         x, qi = self._io((batch, *hw, cin), dtype)
         w, qw = _weights(self.rng, (cout, *k, cin), dtype, 0, per_channel, tiny)
         oh = out_size(padding, hw[0], k[0], s[0], d[0])
@@ -144,12 +161,12 @@ class Layers:
         opts = dict(padding=padding, stride_h=s[0], stride_w=s[1], dilation_h=d[0],
                     dilation_w=d[1])
         self._tail("CONV_2D", x, qi, w, qw, 0, cout, k[0] * k[1] * cin,
-                   (batch, oh, ow, cout), dtype, scale, bias, opts)
+                   (batch, oh, ow, cout), dtype, scale, bias, opts, **_extra(opts, extra))
 
     def dwconv(self, dtype: str, batch: int, hw: tuple[int, int], cin: int, mult: int,
                k: tuple[int, int], s: tuple[int, int] = (1, 1), d: tuple[int, int] = (1, 1),
                padding: str = "SAME", scale: str = "normal", bias: str = "normal",
-               tiny: bool = False) -> None:
+               tiny: bool = False, **extra: Any) -> None:
         x, qi = self._io((batch, *hw, cin), dtype)
         n = cin * mult
         w, qw = _weights(self.rng, (1, *k, n), dtype, 3, True, tiny)
@@ -158,18 +175,19 @@ class Layers:
         opts = dict(padding=padding, stride_h=s[0], stride_w=s[1], dilation_h=d[0],
                     dilation_w=d[1], depth_multiplier=mult)
         self._tail("DEPTHWISE_CONV_2D", x, qi, w, qw, 3, n, k[0] * k[1],
-                   (batch, oh, ow, n), dtype, scale, bias, opts)
+                   (batch, oh, ow, n), dtype, scale, bias, opts, **_extra(opts, extra))
 
     def fc(self, dtype: str, x_shape: tuple[int, ...], units: int, scale: str = "normal",
            bias: str = "normal", tiny: bool = False, per_channel: bool = True,
-           keep_num_dims: bool = False) -> None:
+           keep_num_dims: bool = False, **extra: Any) -> None:
         x, qi = self._io(x_shape, dtype)
         depth = x_shape[-1]
         w, qw = _weights(self.rng, (units, depth), dtype, 0, per_channel, tiny)
         rows = int(np.prod(x_shape)) // depth
         y_shape = (*x_shape[:-1], units) if keep_num_dims else (rows, units)
+        opts = dict(keep_num_dims=keep_num_dims)
         self._tail("FULLY_CONNECTED", x, qi, w, qw, 0, units, depth, y_shape, dtype, scale,
-                   bias, dict(keep_num_dims=keep_num_dims))
+                   bias, opts, **_extra(opts, extra))
 
     def add(self, dtype: str, shape: tuple[int, ...], real: float | None = None,
             activation: str | None = None) -> None:
@@ -207,6 +225,10 @@ def _conv_layers(lay: Layers) -> None:
     lay.conv("int8", 2, (4, 3), 3, 5, (3, 3), bias="wrap")  # int32 wraps: 64-bit SMLAL form
     lay.conv("uint8", 1, (3, 3), 2, 2, (1, 1), scale="half", tiny=True)  # SMMULR, e = 0
     lay.conv("int8", 1, (5, 3), 4, 3, (1, 3), per_channel=False, tiny=True, scale="quarter")
+    # long reductions: the 2x4 byte lanes, with a weight zero point too, and a channel of one
+    # output value
+    lay.conv("int8", 1, (3, 5), 130, 18, (1, 1), dead=1)
+    lay.conv("uint8", 1, (2, 4), 128, 16, (1, 1))
 
 
 def _dw_layers(lay: Layers) -> None:
@@ -225,6 +247,10 @@ def _dw_layers(lay: Layers) -> None:
     lay.dwconv("uint8", 1, (3, 4), 5, 1, (3, 3), scale="ge1", tiny=True)
     # per-channel exponents 1 and >= 2 mixed: single rounding takes the SMLAL form
     lay.dwconv("int8", 1, (3, 3), 8, 1, (2, 2), scale="quarter", tiny=True)
+    # MobileNet's: RELU onto the zero point, rows of two 4-pixel passes and more (the Cortex-M4
+    # runs them as assembly), stride 1 and 2, a channel of one output value
+    lay.dwconv("int8", 1, (10, 9), 8, 1, (3, 3), activation="RELU", zp_out=-128, dead=1)
+    lay.dwconv("uint8", 2, (9, 17), 6, 1, (3, 3), (2, 2), activation="RELU", zp_out=0)
 
 
 def _fc_layers(lay: Layers) -> None:
@@ -237,6 +263,7 @@ def _fc_layers(lay: Layers) -> None:
     lay.fc("uint8", (1, 6), 3, scale="ge1", tiny=True)
     lay.fc("int8", (2, 17), 5, bias="wrap")
     lay.fc("uint8", (1, 40), 18)  # byte lanes: the 8-channel loop with a weight zero point
+    lay.fc("int8", (1, 20), 9, dead=2)
 
 
 def _requant_kinds(graph: Graph, rounding: str) -> set[str]:
@@ -538,6 +565,37 @@ def test_weights8_words_pair_with_the_columns_as_smlad_reads_them() -> None:
                             acc[c + 1] += odd[i] @ col[j]
                         i += 1
             np.testing.assert_array_equal(acc, x @ w)
+
+
+def test_random_layers_take_every_kernel_path() -> None:
+    """The random layers reach each path of the Cortex-M4 kernels: the depthwise assembly
+    passes, byte lanes (one pixel and 2x4), per-group records, weights copied into the arena,
+    filter rows as one im2col segment, and channels of one output value (given multiplier 0,
+    the layer keeps the SMMLAR form)."""
+    graph, _ = _random_graph(7, [_conv_layers, _dw_layers, _fc_layers], "paths")
+    project = generate(graph, load_target("cortex-m4"), name="m")
+    params = [(layer.kernel.params, layer) for layer in project.layers]
+    seen = {
+        "dw asm": any(isinstance(p.get("asm"), list) for p, _ in params),
+        "lanes 1 pixel": any(p.get("lanes") and p.get("G") == dsp.GEMM_GROUP_LANES
+                             for p, _ in params),
+        "lanes 2x4": any(p.get("lanes") and p.get("G") == 2 for p, _ in params),
+        "records": any(p.get("rec") for p, _ in params),
+        "staged": any(p.get("stage") for p, _ in params),
+        "row segments": any(p.get("rowseg") for p, _ in params),
+    }
+    assert all(seen.values()), seen
+    sims = Interpreter(graph).kernels
+    dead = [i for i, s in enumerate(sims) if hasattr(s, "requant")
+            and np.any(np.asarray(s.requant.bias) == 2**30)]
+    assert len(dead) == 3
+    for i in dead:
+        p = project.layers[i].kernel.params
+        assert p["kind"] == "mm" and not np.all(np.asarray(p["bias_values"]) != 0), i
+    # none of that on the dual-issue Cortex-M7's depthwise: its C loop is faster there
+    m7 = generate(graph, load_target("cortex-m7"), name="m")
+    assert not any(isinstance(layer.kernel.params.get("asm"), list) for layer in m7.layers
+                   if layer.spec.op == "dwconv2d")
 
 
 def test_byte_lane_words_give_two_channels_per_widening() -> None:
