@@ -809,17 +809,23 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     dtype = np.dtype(sim.dtype)
     zp_in = int(sim.qi.zp)
     quads = c - c % DW_GROUP
+    # acc_scale 2: the sums hold 2 acc; the weights are doubled (int8 ones by QADD16 once per
+    # channel and band, int16 ones stored so where they fit), else the widened input holds
+    # 2 (x - zp) (within int16, one more SXTAB16 per two input bytes)
+    w2 = params["acc_scale"] == 2 and (bytes8 or 2 * int(np.abs(halves).max(initial=0)) < 2**15)
+    x2 = params["acc_scale"] == 2 and not w2
+    if w2 and not bytes8:
+        halves = 2 * halves
     params.update(
         B=b, H=h, W=w, C=c, OH=win.oh, OW=ow, KH=win.kh, KW=kw, SH=win.sh, SW=sw, TOP=win.top,
         LEFT=win.left, SP=sp, CS=held * sp, PX=px, PASSES=ow // px, tails=tails, nw=nw,
-        # acc_scale 2: the widened input holds 2 (x - zp) (within int16), the sums 2 acc
-        x2=params["acc_scale"] == 2,
+        x2=x2, w2=w2 and bytes8,
         NB=nb, ADV=nb * win.sh, KEEP=max(held - nb * win.sh, 0),
         w8=bytes8, NB8=(len(names) + 1) // 2,
         wnames=names + [""] * (len(names) % 2 if bytes8 else 0),
         X0=x0, NPAIR=npair, singles_lo=list(range(x0)), singles_hi=list(range(x0 + 2 * npair, w)),
         quads=quads, in_zp=zp_in,
-        off=_words(-params["acc_scale"] * zp_in, dtype == np.int8),
+        off=_words(-(2 if x2 else 1) * zp_in, dtype == np.int8),
         helpers={"ld32", "st32"} | ({"wide"} if quads else set())
         | ({"pack16"} if quads < c else set()),
     )
