@@ -764,6 +764,23 @@ def dw_asm(sw: int, sp: int, c: int, signed: bool) -> list[str] | None:
     return lines
 
 
+def rnd_from_shift(params: dict[str, Any], consts: list[Const]) -> list[Const]:
+    """The constants without the per-channel rounding addends where each is K << (shift - 1)
+    for one K (``params["rnd_k"]``: 2 zp + 1 with the zero point folded, else 1), as the
+    ``"dbl"`` form's are but for channels of one output value: the kernel computes them from
+    the shifts, once per channel, and the flash keeps 4 bytes a channel fewer."""
+    by = {c.suffix: c for c in consts}
+    if params.get("kind") != "mm" or params.get("mm") != "dbl" or "rnd" not in by:
+        return consts
+    k = 2 * params["zp"] + 1 if params["zp_folded"] else 1
+    shift = np.asarray(by["shift"].values, np.int64)
+    if np.any(shift < 1) or np.any(np.asarray(by["rnd"].values, np.int64)
+                                   != wrap32(np.int64(k) << (shift - 1))):
+        return consts
+    params["rnd_k"] = k
+    return [c for c in consts if c.suffix != "rnd"]
+
+
 def _dw_band(oh: int, sh: int, kh: int, row_bytes: int, budget: int) -> tuple[int, int]:
     """(output rows per band, widened input rows it holds): the most output rows whose input
     rows fit the band's scratch (see `DW_BAND_BYTES`)."""
@@ -832,6 +849,7 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     desc = ("weights minus their zero point per channel: per filter row its tap pairs, then the "
             "odd last taps of two rows; " + ("bytes, two int16 pairs to a word (SXTB16)"
                                              if bytes8 else "int16 pairs"))
+    consts = rnd_from_shift(params, consts)
     # per channel one record, read through one pointer: its weight words, then its bias
     words = pack_dw_row_words(halves, bytes8).reshape(c, -1)
     bias = np.asarray(consts[0].values, np.int64).reshape(c, 1)
