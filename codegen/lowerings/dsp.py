@@ -218,7 +218,8 @@ def requant_params(sim: Conv2D | DepthwiseConv2D | FullyConnected, n: int, bound
         req="qlane_requant_single" if rq.rounding == "single" else
         "qlane_requant_double_up" if ties_up else "qlane_requant_double",
     )
-    params["bias_values"] = bias
+    bias.flags.writeable = False
+    params["bias_values"] = bias  # what the kernel's accumulators start from (read only)
     consts = [Const("bias", wrap32(bias).astype(np.int32), "bias (accumulator start)")]
     if rq.kind == "float":
         scale = np.broadcast_to(np.asarray(rq.real_scale, np.float64), (n,))
