@@ -27,7 +27,7 @@ MAX_DW_TAPS = 64  # every tap is unrolled in the generated loop
 GEMM_GROUP = 4  # output channels per GEMM pass (x 2 pixels)
 GEMM_UNROLL = 8  # column pairs per loop iteration of the 8-bit GEMM, 2 channels x 4 pixels
 GEMM_UNROLL_SHORT = 4  # the same below GEMM_UNROLL column pairs (flash: no unused steps)
-GEMM_UNROLL_FC = 8  # the same, 4 channels x 1 pixel
+GEMM_UNROLL_FC = 8  # the same, 8 channels x 1 pixel (byte lanes)
 GEMM_GROUP_LANES = 8  # output channels per pass of the one-pixel byte-lane GEMM (4 pairs)
 LANES_MIN_K = 128  # reduction length from which the 2x4 GEMM runs byte lanes
 ROWSEG_MAX = 32  # input bytes of a filter row up to which it is one column segment
@@ -345,11 +345,10 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
     2 channels x 4 pixels: per column pair LDR of the weight word, SXTB16/UXTB16 of it and of it
     rotated by 8, LDR of the four pixels' column words (interleaved columns: two then two, each
     LDR after the first of a run taking one cycle on the Cortex-M4, where LDRD takes three for
-    two) and 8 SMLAD. 4 channels x 1 pixel: per two column
-    pairs LDRD of the column words, and per pair LDRD of the four channels' weights, 4 widenings
-    and 4 SMLAD. The loop runs ``unroll`` pairs per iteration (the remainder first, straight);
-    for 2x4 its end sits on the stack (8 accumulators, 4 temporaries and 2 pointers fill r0-r12
-    and lr; r7, which a build keeping frame pointers reserves, is saved and used inside). The
+    two) and 8 SMLAD. The loop runs ``unroll`` pairs per iteration (the remainder first,
+    straight); for 2x4 its end sits on the stack (8 accumulators, 4 temporaries and 2 pointers
+    fill r0-r12 and lr; r7, which a build keeping frame pointers reserves, is saved and used
+    inside). The
     registers are fixed: GCC finds no allocation of so many free operands. Both compilers then run
     the same instructions, where their C loops differed by up to 2x.
 
@@ -422,26 +421,6 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
 
         steps = {1: step}
         end_in_memory = True
-    elif group == 4 and cols == 1:
-        temps = ["t0", "t1", "t2", "t3", "x0", "x1"]
-
-        def pair(x: str) -> list[str]:
-            out = ["ldrd %[t0], %[t1], [%[w]], #8"]
-            for c, (u, ror) in enumerate((("t0", ""), ("t0", ", ror #8"), ("t1", ""),
-                                          ("t1", ", ror #8"))):
-                t = "t2" if c % 2 == 0 else "t3"
-                out += [f"{ext} %[{t}], %[{u}]{ror}", f"smlad %[a0_{c}], %[{t}], %[{x}], %[a0_{c}]"]
-            return out
-
-        def step1() -> list[str]:
-            return ["ldr %[x0], [%[q]], #4", *pair("x0")]
-
-        def step2() -> list[str]:
-            return ["ldrd %[x0], %[x1], [%[q]], #8", *pair("x0"), *pair("x1")]
-
-        steps = {1: step1, 2: step2}
-        unroll = max(2, unroll - unroll % 2)
-        end_in_memory = False
     else:
         return None
     big = max(steps)
@@ -482,7 +461,7 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     params, consts = requant_params(sim, n, acc_bound(sim, wmat), acc_bounds(sim, wmat))
     layout = column_layout(seg, nseg)
     w8 = weights8(sim, wmat, bias=params["bias_values"])
-    # bytes: 2 channels x 4 pixels per pass (one widened pair feeds 4 columns), one pixel x 4
+    # bytes: 2 channels x 4 pixels per pass (one widened pair feeds 4 columns), one pixel x 8
     # channels below 4 pixels; int16 pairs: 4 channels x 2 pixels
     # byte lanes: one pixel; 2 x 4 where the widenings saved (one per channel pair, column pair
     # and 4 pixels) outweigh each output's start and end terms and each column's sum (measured
