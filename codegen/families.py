@@ -80,10 +80,10 @@ FAMILIES: tuple[KernelFamily, ...] = (
                  }),
     KernelFamily("depthwise_s1", "depthwise 3x3", "DEPTHWISE_CONV_2D", "dwconv2d",
                  (1, 8, 8, 32), 32, (3, 3), 1, variant="k3x3s1", budgets={
-                     (M4, "uint8", "relu"): 2.623,  # 2.5460 (asm passes, 2w; was 3.7762)
-                     (M4, "uint8", "mid"): 4.768,  # 4.6291 (2w; was 4.6146)
-                     (M4, "int8", "relu"): 2.674,  # 2.5954 (asm passes, 2w; was 2.7478)
-                     (M4, "int8", "mid"): 3.928,  # 3.8130 (2w; was 3.6159)
+                     (M4, "uint8", "relu"): 2.638,  # 2.5608 (asm passes, 2w; was 3.7762)
+                     (M4, "uint8", "mid"): 4.956,  # 4.8107 (2w; was 4.6146)
+                     (M4, "int8", "relu"): 2.683,  # 2.6042 (asm passes, 2w; was 2.7478)
+                     (M4, "int8", "mid"): 3.685,  # 3.5768 (2w; was 3.6159)
                      (A53, "uint8", "relu"): 0.461,  # 0.4471
                      (A53, "uint8", "mid"): 0.547,  # 0.5309
                      (A53, "int8", "relu"): 0.508,  # 0.4924
@@ -91,10 +91,10 @@ FAMILIES: tuple[KernelFamily, ...] = (
                  }),
     KernelFamily("depthwise_s2", "depthwise 3x3", "DEPTHWISE_CONV_2D", "dwconv2d",
                  (1, 16, 16, 32), 32, (3, 3), 2, variant="k3x3s2", budgets={
-                     (M4, "uint8", "relu"): 3.948,  # 3.8330 (asm passes, 2w; was 4.9104)
-                     (M4, "uint8", "mid"): 5.857,  # 5.6854 (2w; was 5.8284)
-                     (M4, "int8", "relu"): 4.050,  # 3.9320 (asm passes, 2w; was 4.1062)
-                     (M4, "int8", "mid"): 5.126,  # 4.9762 (2w; was 4.9951)
+                     (M4, "uint8", "relu"): 3.799,  # 3.6880 (asm passes, 2w; was 4.9104)
+                     (M4, "uint8", "mid"): 5.417,  # 5.2589 (2w; was 5.8284)
+                     (M4, "int8", "relu"): 3.829,  # 3.7171 (asm passes, 2w; was 4.1062)
+                     (M4, "int8", "mid"): 4.730,  # 4.5922 (2w; was 4.9951)
                      (A53, "uint8", "relu"): 0.612,  # 0.5932
                      (A53, "uint8", "mid"): 0.703,  # 0.6823
                      (A53, "int8", "relu"): 0.660,  # 0.6399
