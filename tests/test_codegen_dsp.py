@@ -247,10 +247,12 @@ def _dw_layers(lay: Layers) -> None:
     lay.dwconv("uint8", 1, (3, 4), 5, 1, (3, 3), scale="ge1", tiny=True)
     # per-channel exponents 1 and >= 2 mixed: single rounding takes the SMLAL form
     lay.dwconv("int8", 1, (3, 3), 8, 1, (2, 2), scale="quarter", tiny=True)
-    # MobileNet's: RELU onto the zero point, rows of two 4-pixel passes and more (the Cortex-M4
-    # runs them as assembly), stride 1 and 2, a channel of one output value
+    # MobileNet's: RELU onto the zero point (the Cortex-M4 runs these rows as assembly), rows of
+    # 4-pixel passes and tails, stride 1 and 2, a channel of one output value
     lay.dwconv("int8", 1, (10, 9), 8, 1, (3, 3), activation="RELU", zp_out=-128, dead=1)
     lay.dwconv("uint8", 2, (9, 17), 6, 1, (3, 3), (2, 2), activation="RELU", zp_out=0)
+    lay.dwconv("int8", 1, (5, 7), 5, 1, (3, 3), activation="RELU", zp_out=-128)  # 4 + 2 + 1
+    lay.dwconv("uint8", 1, (4, 3), 4, 1, (3, 3), activation="RELU", zp_out=0)  # 2 + 1 only
 
 
 def _fc_layers(lay: Layers) -> None:

@@ -682,10 +682,12 @@ channel's weights and constants are loaded once per band) and at most `DW_BAND_B
 one output row's band."""
 
 
-def dw_asm(sw: int, sp: int, c: int, signed: bool) -> list[str] | None:
-    """The Thumb-2 assembly of the row kernel's 4-pixel passes along one output row of a 3x3
-    filter (stride ``sw`` across, band rows ``sp`` int16 apart, outputs ``c`` bytes apart), or
-    None where an offset does not fit its instruction.
+def dw_asm(sw: int, sp: int, c: int, signed: bool, passes: int, tails: list[int], sh: int,
+           ow: int) -> list[str] | None:
+    """The Thumb-2 assembly of one channel's output rows of a 3x3 filter in the row kernel:
+    per row ``passes`` 4-pixel passes, then the ``tails`` (2 and / or 1 pixels); stride ``sw``
+    across and ``sh`` down, band rows ``sp`` int16 apart, ``ow`` outputs a row, ``c`` bytes
+    apart. None where an offset does not fit its instruction.
 
     Per filter row: LDR of the input words (one run), then per pixel SMLAD of a tap pair (SMLADX
     on PKHBT where the pair straddles two words, stride 1) and SMLA<x><y> of the third tap;
@@ -693,54 +695,74 @@ def dw_asm(sw: int, sp: int, c: int, signed: bool) -> list[str] | None:
     of each output (the ``"dbl"`` form with ties up and the zero point folded, full range).
     Registers: accumulators r0-r3, input words r4-r6, tap pairs r8-r10 (rows 0-2), third taps
     r11 (rows 0, 1) and r7 (row 2, saved); band pointer r12, output pointer lr. They come in
-    holding multiplier, rounding addend, shift, bias and the passes' end (r0-r4), pushed and
-    read back per pass, and row 2's third tap (r5).
+    holding multiplier, rounding addend, shift, bias and the number of rows (r0-r4), pushed and
+    read back per pass, and row 2's third tap (r5), whose stack slot then holds a row's end of
+    passes.
     """
     row = 2 * sp  # bytes between band rows
-    if 2 * row + 4 * (2 * sw + 1) > 4095 or 3 * c > 4095 or 4 * c > 4095:
+    step = 2 * sh * sp - 2 * sw * ow  # from a row's end to the next row's start
+    if (2 * row + 4 * (2 * sw + 1) > 4095 or 4 * c > 4095 or not 0 <= step <= 4095
+            or 8 * sw * passes > 4095):
         return None
     sat = "ssat" if signed else "usat"
     wp = ["r8", "r9", "r10"]
     wo = ["r11", "r11", "r7"]
     half = ["b", "t", "b"]  # the half of wo holding row ky's third tap
-    lines = ["push {r0, r1, r2, r3, r4, r7}", "mov r7, r5", "1:", "ldr r3, [sp, #12]"]
-    for ky in range(3):
-        base = ky * row
-        k, o, y = wp[ky], wo[ky], half[ky]
 
-        def acc(a: int, first: bool = ky == 0) -> tuple[str, str]:
-            return f"r{a}", ("r3" if first else f"r{a}")
+    def taps(n: int) -> list[str]:
+        """n pixels (4, 2 or 1) into r0.., the bias in r3."""
+        out = ["ldr r3, [sp, #12]"]
+        for ky in range(3):
+            base = ky * row
+            k, o, y = wp[ky], wo[ky], half[ky]
 
-        if sw == 1:
-            lines += [f"ldr r4, [r12, #{base}]", f"ldr r5, [r12, #{base + 4}]",
-                      f"ldr r6, [r12, #{base + 8}]"]
-            d, a = acc(0)
-            lines += [f"smlad {d}, r4, {k}, {a}", "pkhbt r4, r5, r4"]
-            d1, a1 = acc(1)
-            lines += [f"smladx {d1}, r4, {k}, {a1}", f"smlab{y} r0, r5, {o}, r0",
-                      f"smlat{y} r1, r5, {o}, r1"]
-            d2, a2 = acc(2)
-            lines += [f"smlad {d2}, r5, {k}, {a2}", "pkhbt r5, r6, r5"]
-            d3, a3 = acc(3)
-            lines += [f"smladx {d3}, r5, {k}, {a3}", f"smlab{y} r2, r6, {o}, r2",
-                      f"smlat{y} r3, r6, {o}, r3"]
-        else:
-            # words (x0 x1) .. (x8 x9): pixel t takes words t (pair) and t + 1 (low half)
-            regs = ["r4", "r5", "r6", "r4", "r5"]
-            lines += [f"ldr r4, [r12, #{base}]", f"ldr r5, [r12, #{base + 4}]",
-                      f"ldr r6, [r12, #{base + 8}]"]
-            for t in range(4):
-                if t >= 2:
-                    lines.append(f"ldr {regs[t + 1]}, [r12, #{base + 4 * (t + 1)}]")
-                d, a = acc(t)
-                lines += [f"smlad {d}, {regs[t]}, {k}, {a}",
-                          f"smlab{y} r{t}, {regs[t + 1]}, {o}, r{t}"]
-    lines += [f"add r12, r12, #{8 * sw}", "ldr r4, [sp]", "ldr r5, [sp, #4]", "ldr r6, [sp, #8]"]
-    for t in range(4):
-        lines += [f"smmlar r{t}, r{t}, r4, r5", f"asr r{t}, r{t}, r6", f"{sat} r{t}, #8, r{t}",
-                  f"strb r{t}, [lr, #{t * c}]" if t else f"strb r{t}, [lr]"]
-    lines += [f"addw lr, lr, #{4 * c}", "ldr r4, [sp, #16]", "cmp r12, r4", "bne 1b",
-              "add sp, sp, #20", "pop {r7}"]
+            def acc(a: int, first: bool = ky == 0) -> tuple[str, str]:
+                return f"r{a}", ("r3" if first else f"r{a}")
+
+            nw = ((n - 1) * sw + 2) // 2 + 1  # words of a filter row
+            out += [f"ldr r{4 + i}, [r12, #{base + 4 * i}]" for i in range(min(nw, 3))]
+            if sw == 1:
+                d, a = acc(0)
+                out.append(f"smlad {d}, r4, {k}, {a}")
+                if n >= 2:
+                    out.append("pkhbt r4, r5, r4")
+                    d1, a1 = acc(1)
+                    out.append(f"smladx {d1}, r4, {k}, {a1}")
+                out.append(f"smlab{y} r0, r5, {o}, r0")
+                if n >= 2:
+                    out.append(f"smlat{y} r1, r5, {o}, r1")
+                if n == 4:
+                    d2, a2 = acc(2)
+                    out += [f"smlad {d2}, r5, {k}, {a2}", "pkhbt r5, r6, r5"]
+                    d3, a3 = acc(3)
+                    out += [f"smladx {d3}, r5, {k}, {a3}", f"smlab{y} r2, r6, {o}, r2",
+                            f"smlat{y} r3, r6, {o}, r3"]
+            else:
+                # words (x0 x1) .. (x8 x9): pixel t takes words t (pair) and t + 1 (low half)
+                regs = ["r4", "r5", "r6", "r4", "r5"]
+                for t in range(n):
+                    if t >= 2:
+                        out.append(f"ldr {regs[t + 1]}, [r12, #{base + 4 * (t + 1)}]")
+                    d, a = acc(t)
+                    out += [f"smlad {d}, {regs[t]}, {k}, {a}",
+                            f"smlab{y} r{t}, {regs[t + 1]}, {o}, r{t}"]
+        out += [f"add r12, r12, #{2 * n * sw}", "ldr r4, [sp]", "ldr r5, [sp, #4]",
+                "ldr r6, [sp, #8]"]
+        for t in range(n):
+            out += [f"smmlar r{t}, r{t}, r4, r5", f"asr r{t}, r{t}, r6", f"{sat} r{t}, #8, r{t}",
+                    f"strb r{t}, [lr, #{t * c}]" if t else f"strb r{t}, [lr]"]
+        return [*out, f"addw lr, lr, #{n * c}"]
+
+    lines = ["push {r0, r1, r2, r3, r4, r5, r7}", "mov r7, r5", "3:"]
+    if passes:
+        lines += [f"add r4, r12, #{8 * sw * passes}", "str r4, [sp, #20]", "1:", *taps(4),
+                  "ldr r4, [sp, #20]", "cmp r12, r4", "bne 1b"]
+    for n in tails:
+        lines += taps(n)
+    if step:
+        lines.append(f"addw r12, r12, #{step}")
+    lines += ["ldr r4, [sp, #16]", "subs r4, r4, #1", "str r4, [sp, #16]", "bne 3b",
+              "add sp, sp, #24", "pop {r7}"]
     return lines
 
 
@@ -839,11 +861,10 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     params.update(NWW=words.shape[1], REC=words.shape[1] + 1)
     asm_form = (params["kind"] == "mm" and params["mm"] == "dbl" and params["ties_up"]
                 and params["zp_folded"] and params["full_range"])
-    # scheduled for single issue (its loads in runs; a dual-issue core runs the C loop faster),
-    # from two passes a row (below, pushing its constants per row costs more than it saves)
+    # scheduled for single issue (its loads in runs; a dual-issue core runs the C loop faster)
     single = ctx.target.cost is None or ctx.target.cost.issue_width == 1
-    params["asm"] = (dw_asm(sw, sp, c, dtype == np.int8) if single and asm_form
-                     and (win.kh, kw, px) == (3, 3, 4) and ow >= 2 * px else None)
+    params["asm"] = (dw_asm(sw, sp, c, dtype == np.int8, ow // px, tails, win.sh, ow)
+                     if single and asm_form and (win.kh, kw, px) == (3, 3, 4) else None)
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
