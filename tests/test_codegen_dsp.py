@@ -229,6 +229,12 @@ def _conv_layers(lay: Layers) -> None:
     # output value
     lay.conv("int8", 1, (3, 5), 130, 18, (1, 1), dead=1)
     lay.conv("uint8", 1, (2, 4), 128, 16, (1, 1))
+    # RELU onto the zero point: the Cortex-M4's 2x4 assembly requantizes and stores too (two
+    # channels a halfword; an odd channel count byte by byte), with byte lanes, with each
+    # output doubled, uint8
+    lay.conv("int8", 1, (4, 5), 16, 7, (1, 1), activation="RELU", zp_out=-128)
+    lay.conv("uint8", 1, (3, 6), 130, 18, (1, 1), activation="RELU", zp_out=0)
+    lay.conv("int8", 1, (9, 8), 3, 8, (3, 3), (2, 2), activation="RELU", zp_out=-128)
 
 
 def _dw_layers(lay: Layers) -> None:
@@ -571,9 +577,9 @@ def test_weights8_words_pair_with_the_columns_as_smlad_reads_them() -> None:
 
 def test_random_layers_take_every_kernel_path() -> None:
     """The random layers reach each path of the Cortex-M4 kernels: the depthwise assembly
-    passes, byte lanes (one pixel and 2x4), per-group records, weights copied into the arena,
-    filter rows as one im2col segment, and channels of one output value (given multiplier 0,
-    the layer keeps the SMMLAR form)."""
+    rows, byte lanes (one pixel and 2x4), per-group records, weights copied into the arena,
+    filter rows as one im2col segment, the 2x4 assembly's output stage, and channels of one
+    output value (given multiplier 0, the layer keeps the SMMLAR form)."""
     graph, _ = _random_graph(7, [_conv_layers, _dw_layers, _fc_layers], "paths")
     project = generate(graph, load_target("cortex-m4"), name="m")
     params = [(layer.kernel.params, layer) for layer in project.layers]
@@ -585,6 +591,9 @@ def test_random_layers_take_every_kernel_path() -> None:
         "records": any(p.get("rec") for p, _ in params),
         "staged": any(p.get("stage") for p, _ in params),
         "row segments": any(p.get("rowseg") for p, _ in params),
+        "2x4 output stage": any(isinstance(p.get("asm"), dict)
+                                and any(a["epilogue"] for a in p["asm"].values())
+                                for p, _ in params),
     }
     assert all(seen.values()), seen
     sims = Interpreter(graph).kernels
@@ -594,10 +603,13 @@ def test_random_layers_take_every_kernel_path() -> None:
     for i in dead:
         p = project.layers[i].kernel.params
         assert p["kind"] == "mm" and not np.all(np.asarray(p["bias_values"]) != 0), i
-    # none of that on the dual-issue Cortex-M7's depthwise: its C loop is faster there
+    # neither on the dual-issue Cortex-M7: its C schedules are faster there
     m7 = generate(graph, load_target("cortex-m7"), name="m")
     assert not any(isinstance(layer.kernel.params.get("asm"), list) for layer in m7.layers
                    if layer.spec.op == "dwconv2d")
+    assert not any(a["epilogue"] for layer in m7.layers if layer.spec.op in ("conv2d", "fc")
+                   and isinstance(layer.kernel.params.get("asm"), dict)
+                   for a in layer.kernel.params["asm"].values())
 
 
 def test_byte_lane_words_give_two_channels_per_widening() -> None:

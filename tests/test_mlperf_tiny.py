@@ -68,12 +68,14 @@ FLASH_MODELS = [*(MLPERF / f"{m}.tflite" for m in MODELS),
 
 
 @pytest.mark.isa
+@pytest.mark.parametrize("target", ["cortex-m7", "stm32l4r5"])
 @pytest.mark.parametrize("path", FLASH_MODELS, ids=lambda p: p.stem)
-def test_flash_image_within_the_parameters_plus_64_kib(path: Path) -> None:
-    """8-bit GEMM weights: the cross build's image (code + constants) on cortex-m7 is at most
-    1.05 x the model's parameter bytes + 64 KiB."""
+def test_flash_image_within_the_parameters_plus_64_kib(path: Path, target: str) -> None:
+    """8-bit weights: the cross build's image (code + constants) on both boards of the published
+    results is at most 1.05 x the model's parameter bytes + 64 KiB (the Cortex-M4 runs more of
+    its kernels as assembly, the M7 more as C)."""
     from qlane import api
 
     params = sum(t.nbytes for t in api.load_model(str(path)).tensors if t.data is not None)
-    flash = api.estimate(str(path), "cortex-m7").flash_bytes
+    flash = api.estimate(str(path), target).flash_bytes
     assert flash <= 1.05 * params + 65536, f"{path.stem}: {flash} B for {params} B of parameters"

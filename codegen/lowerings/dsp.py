@@ -337,8 +337,32 @@ def _smlads(half: int, cols: tuple[str, str]) -> list[str]:
     return out
 
 
+def _gemm_out(out: dict[str, Any], signed: bool) -> list[str]:
+    """The 2x4 tile's output stage (see `gemm_asm`): accumulators a<k>_<c>, record at w."""
+    n, sat = out["N"], "ssat" if signed else "usat"
+    lines = ["ldr %[t1], [sp, #4]"]
+    if out["lanes"]:  # channel 0's own sum: the lanes' first sum minus 256 times channel 1's
+        lines += [f"sub %[a{k}_0], %[a{k}_0], %[a{k}_1], lsl #8" for k in range(4)]
+    for c in range(2):
+        lines += [f"ldr %[t0], [%[w], #{4 * c}]", f"ldr %[t2], [%[w], #{8 + 4 * c}]",
+                  f"ldrsb %[q], [%[w], #{16 + c}]"]
+        for k in range(4):
+            a = f"%[a{k}_{c}]"
+            if out["post"] == 2:
+                lines.append(f"lsl {a}, {a}, #1")
+            lines += [f"smmlar {a}, {a}, %[t0], %[t2]", f"asr {a}, {a}, %[q]",
+                      f"{sat} {a}, #8, {a}"]
+    for k in range(4):
+        if n % 2 == 0:
+            lines += [f"bfi %[a{k}_0], %[a{k}_1], #8, #8", f"strh %[a{k}_0], [%[t1], #{k * n}]"]
+        else:
+            lines += [f"strb %[a{k}_0], [%[t1], #{k * n}]",
+                      f"strb %[a{k}_1], [%[t1], #{k * n + 1}]"]
+    return [*lines, "add %[w], %[w], #20"]
+
+
 def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True,
-             lanes: bool = False) -> dict[str, Any] | None:
+             lanes: bool = False, out: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The Thumb-2 inline assembly of one channel group's reduction over ``kp`` column pairs, or
     None where the tile has none (the C loop runs there).
 
@@ -356,6 +380,12 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
     per two channel pairs LDR of their two words and per word SMLAD of it, SXTB16 of it rotated
     by 8 and SMLAD of that: 4 MACs for one widening. The LDRs follow one another, so that each
     after the first takes one cycle on the Cortex-M4 (TRM, load pipelining).
+
+    ``out`` (2x4 only: ``N`` channels a pixel, ``post`` 1 or 2, ``lanes``): the output stage too,
+    reading the group's record after its weights (`gemm_records`): per channel LDR of multiplier
+    and rounding addend and LDRSB of the shift, per output SMMLAR, ASR and SSAT / USAT, then per
+    pixel BFI of the two channels' bytes and one STRH (an odd N: two STRB). The output address
+    comes in t1, pushed with the loop's end.
     """
     ext = "sxtb16" if signed else "uxtb16"
     if lanes and group == 2 and cols == 4 and inter:
@@ -428,7 +458,9 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
     first = (kp // big) % n  # steps of the first, partial iteration
     # 2x4: t0 (r0) comes in holding the loop's end, pushed where no register is left for it,
     # with r7, the frame pointer of builds that keep one, which then serves as t3
-    lines: list[str] = ["push {%[t0], r7}"] if end_in_memory else []
+    epilogue = out is not None and group == 2 and cols == 4 and end_in_memory
+    saved = "%[t0], %[t1], r7" if epilogue else "%[t0], r7"
+    lines: list[str] = [f"push {{{saved}}}"] if end_in_memory else []
     if kp % big:  # an odd column pair of the 2-pair steps
         lines += steps[1]()
     if kp >= big:
@@ -441,8 +473,11 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
             lines += steps[big]()
         lines += (["ldr %[t0], [sp]", "cmp %[q], %[t0]"] if end_in_memory else
                   ["cmp %[q], %[qe]"]) + ["bne 1b"]
+    if epilogue:
+        assert out is not None
+        lines += _gemm_out(out, signed)
     if end_in_memory:
-        lines.append("pop {%[t0], r7}")
+        lines.append(f"pop {{{saved}}}")
         lines = [line.replace("%[t3]", "r7") for line in lines]
         temps = temps[:3]
     nl = kp >= big
@@ -451,6 +486,7 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
     names = temps + accs + (["qe"] if nl and not end_in_memory else [])
     regs = dict(zip(names, free), w="r12", q="lr")
     return dict(lines=lines, temps=temps, loop=bool(nl), end_in_memory=end_in_memory, regs=regs,
+                epilogue=epilogue,
                 accs=accs)
 
 
@@ -513,10 +549,18 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     )
     if w8 is not None:
         unroll = GEMM_UNROLL if params["KP"] >= GEMM_UNROLL else GEMM_UNROLL_SHORT
+        # the output stage in the 2x4 assembly too, on single-issue cores (the dual-issue M7
+        # schedules the C better) for the MobileNet-style form: records, "dbl" with ties up and
+        # the zero point folded, full range
+        single = ctx.target.cost is None or ctx.target.cost.issue_width == 1
+        out = (dict(N=n, post=params["post"], lanes=lanes)
+               if single and params["kind"] == "mm" and params["mm"] == "dbl"
+               and params["ties_up"] and params["zp_folded"] and params["full_range"]
+               and not params["uniform"] and 3 * n + 1 < 4096 else None)
         params["asm"] = {
             f"{g}x{c}": a for c in passes for g in {size for _, size in groups}
             if (a := gemm_asm(g, c, params["KP"], unroll if c > 1 else GEMM_UNROLL_FC,
-                              w_signed, params["inter"] or c == 1, lanes)) is not None}
+                              w_signed, params["inter"] or c == 1, lanes, out)) is not None}
     consts.insert(0, Const("w", words, wdesc))
     params["rec"] = w8 is not None and params["kind"] == "mm" and not params["uniform"]
     if params["rec"]:
