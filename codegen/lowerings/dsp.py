@@ -549,14 +549,10 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     )
     if w8 is not None:
         unroll = GEMM_UNROLL if params["KP"] >= GEMM_UNROLL else GEMM_UNROLL_SHORT
-        # the output stage in the 2x4 assembly too, on single-issue cores (the dual-issue M7
-        # schedules the C better) for the MobileNet-style form: records, "dbl" with ties up and
-        # the zero point folded, full range
-        single = ctx.target.cost is None or ctx.target.cost.issue_width == 1
+        # the output stage in the 2x4 assembly too, for the records' per-channel constants
         out = (dict(N=n, post=params["post"], lanes=lanes)
-               if single and params["kind"] == "mm" and params["mm"] == "dbl"
-               and params["ties_up"] and params["zp_folded"] and params["full_range"]
-               and not params["uniform"] and 3 * n + 1 < 4096 else None)
+               if asm_output(ctx, params) and not params["uniform"] and 3 * n + 1 < 4096
+               else None)
         params["asm"] = {
             f"{g}x{c}": a for c in passes for g in {size for _, size in groups}
             if (a := gemm_asm(g, c, params["KP"], unroll if c > 1 else GEMM_UNROLL_FC,
@@ -564,9 +560,9 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     consts.insert(0, Const("w", words, wdesc))
     params["rec"] = w8 is not None and params["kind"] == "mm" and not params["uniform"]
     if params["rec"]:
-        consts, params["rec_tail"] = gemm_records(consts, groups, params["KP"],
-                                                  params["mm"] not in ("dbl0", "smmulr"))
         params["rec_rnd"] = params["mm"] not in ("dbl0", "smmulr")
+        consts, params["rec_tail"] = gemm_records(consts, groups, params["KP"],
+                                                  params["rec_rnd"])
         words = consts[0].values
     tile = f"{min(pixels, cols)}x{min(n, group)}"
     col_bytes = -(-passes[0] * int(layout.size) * 2 // 8) * 8
@@ -606,6 +602,16 @@ def gemm_records(consts: list[Const], groups: list[tuple[int, int]], kp: int, rn
             "multipliers" + (", its rounding addends and its shifts (bytes)" if rnd else ""))
     keep = [c for c in consts if c.suffix not in ("w", "bias", "mult", "rnd", "shift")]
     return [Const("w", rec, desc), *keep], tail
+
+
+def asm_output(ctx: Context, params: dict[str, Any]) -> bool:
+    """Whether a kernel's assembly may requantize and store its outputs: on a single-issue core
+    (the loads in runs; the dual-issue M7 schedules the C better), with MobileNet's output stage
+    (``"dbl"`` with ties up and the zero point folded, a full-range clamp: SMMLAR, ASR, SSAT)."""
+    cost = ctx.target.cost
+    return ((cost is None or cost.issue_width == 1) and params["kind"] == "mm"
+            and params.get("mm") == "dbl" and params["ties_up"] and params["zp_folded"]
+            and params["full_range"])
 
 
 def stage_weights(ctx: Context, nbytes: int, reads: int) -> bool:
@@ -903,12 +909,8 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
                                                                               ).reshape(-1),
                       desc + "; then the bias" + (" (x 2)" if params["acc_scale"] == 2 else ""))
     params.update(NWW=words.shape[1], REC=words.shape[1] + 1)
-    asm_form = (params["kind"] == "mm" and params["mm"] == "dbl" and params["ties_up"]
-                and params["zp_folded"] and params["full_range"])
-    # scheduled for single issue (its loads in runs; a dual-issue core runs the C loop faster)
-    single = ctx.target.cost is None or ctx.target.cost.issue_width == 1
     params["asm"] = (dw_asm(sw, sp, c, dtype == np.int8, ow // px, tails, win.sh, ow)
-                     if single and asm_form and (win.kh, kw, px) == (3, 3, 4) else None)
+                     if asm_output(ctx, params) and (win.kh, kw, px) == (3, 3, 4) else None)
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
