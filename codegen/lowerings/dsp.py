@@ -12,6 +12,7 @@ assembly (`gemm_asm`), so that GCC and clang execute the same loop. See
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -326,14 +327,16 @@ def weights8(sim: Conv2D | FullyConnected, wmat: np.ndarray, scale: int = 1,
     return (raw, zw, signed) if scale * bound < 2**31 else None
 
 
-def _smlads(half: int, cols: tuple[str, str]) -> list[str]:
+def _smlads(half: int, cols: tuple[str, str], first: bool = False) -> list[str]:
     """SMLAD of pixels 2 half and 2 half + 1 (column words in ``cols``) with the two widened
-    weight words t1 (channel 0) and t0 (channel 1)."""
+    weight words t1 (channel 0) and t0 (channel 1); ``first``: onto pixel 3's accumulators,
+    which hold the biases (pixel 3 comes last)."""
     out = []
     for k, x in enumerate(cols):
         px = 2 * half + k
-        out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{px}_0]",
-                f"smlad %[a{px}_1], %[t0], %[{x}], %[a{px}_1]"]
+        src = 3 if first else px
+        out += [f"smlad %[a{px}_0], %[t1], %[{x}], %[a{src}_0]",
+                f"smlad %[a{px}_1], %[t0], %[{x}], %[a{src}_1]"]
     return out
 
 
@@ -362,7 +365,8 @@ def _gemm_out(out: dict[str, Any], signed: bool) -> list[str]:
 
 
 def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: bool = True,
-             lanes: bool = False, out: dict[str, Any] | None = None) -> dict[str, Any] | None:
+             lanes: bool = False, out: dict[str, Any] | None = None, whole: bool = False
+             ) -> dict[str, Any] | None:
     """The Thumb-2 inline assembly of one channel group's reduction over ``kp`` column pairs, or
     None where the tile has none (the C loop runs there).
 
@@ -386,6 +390,11 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
     and rounding addend and LDRSB of the shift, per output SMMLAR, ASR and SSAT / USAT, then per
     pixel BFI of the two channels' bytes and one STRH (an odd N: two STRB). The output address
     comes in t1, pushed with the loop's end.
+
+    ``whole`` (with ``out``, 2x4 without byte lanes): the loop over the pass's channel pairs too,
+    from the record at w up to the one at t2; the columns at q. Each pair's first column pair
+    loads the two biases into pixel 3's accumulators and adds every pixel's products to them
+    (pixel 3's last), where C would copy the biases into 8 registers first.
     """
     ext = "sxtb16" if signed else "uxtb16"
     if lanes and group == 2 and cols == 4 and inter:
@@ -430,29 +439,32 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
             return None
         temps = ["t0", "t1", "t2", "t3"]
 
-        def step() -> list[str]:
+        def step(first: bool = False) -> list[str]:
             out = ["ldr %[t0], [%[w]], #4", f"ldr %[t2], [%[q], #{off}]", "ldr %[t3], [%[q]], #4",
                    f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
-            out += _smlads(0, ("t3", "t2"))
+            out += _smlads(0, ("t3", "t2"), first)
             out += [f"ldr %[t3], [%[q], #{2 * off - 4}]", f"ldr %[t2], [%[q], #{3 * off - 4}]"]
-            return out + _smlads(1, ("t3", "t2"))
+            return out + _smlads(1, ("t3", "t2"), first)
 
         steps = {1: step}
         end_in_memory = True
     elif group == 2 and cols == 4:
         temps = ["t0", "t1", "t2", "t3"]
 
-        def step() -> list[str]:
+        def step(first: bool = False) -> list[str]:
             out = ["ldr %[t0], [%[w]], #4", "ldr %[t2], [%[q]], #4", "ldr %[t3], [%[q]], #4",
                    f"{ext} %[t1], %[t0]", f"{ext} %[t0], %[t0], ror #8"]
-            out += _smlads(0, ("t2", "t3"))
+            out += _smlads(0, ("t2", "t3"), first)
             out += ["ldr %[t2], [%[q]], #4", "ldr %[t3], [%[q]], #4"]
-            return out + _smlads(1, ("t2", "t3"))
+            return out + _smlads(1, ("t2", "t3"), first)
 
         steps = {1: step}
         end_in_memory = True
     else:
         return None
+    if whole:
+        assert out is not None and not lanes and group == 2 and cols == 4
+        return _gemm_whole(steps[1], kp, unroll, out, signed)
     big = max(steps)
     n = unroll // big  # steps of the loop body
     first = (kp // big) % n  # steps of the first, partial iteration
@@ -486,8 +498,40 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
     names = temps + accs + (["qe"] if nl and not end_in_memory else [])
     regs = dict(zip(names, free), w="r12", q="lr")
     return dict(lines=lines, temps=temps, loop=bool(nl), end_in_memory=end_in_memory, regs=regs,
-                epilogue=epilogue,
-                accs=accs)
+                epilogue=epilogue, whole=False, accs=accs)
+
+
+def _gemm_whole(step: Callable[..., list[str]], kp: int, unroll: int, out: dict[str, Any],
+                signed: bool) -> dict[str, Any]:
+    """`gemm_asm`'s 2x4 tile over every channel pair of a pass (``whole``). Stack: the columns'
+    end, the output address, the records' end, r7, the columns."""
+    lines = ["push {%[t0], %[t1], %[t2], r7, %[q]}", "3:", "ldr %[q], [sp, #16]",
+             "ldr %[a3_0], [%[w]], #4", "ldr %[a3_1], [%[w]], #4", *step(True)]
+    rest = kp - 1
+    if rest > unroll:
+        head = rest % unroll  # steps of the first, partial iteration
+        if head:
+            lines.append("b 2f")
+        lines.append("1:")
+        for i in range(unroll):
+            if head and i == unroll - head:
+                lines.append("2:")
+            lines += step()
+        lines += ["ldr %[t0], [sp]", "cmp %[q], %[t0]", "bne 1b"]
+    else:
+        for _ in range(rest):
+            lines += step()
+    lines += _gemm_out(out, signed)
+    lines += [f"add %[t1], %[t1], #{2}", "str %[t1], [sp, #4]",
+              "ldr %[t0], [sp, #8]", "cmp %[w], %[t0]", "bne 3b",
+              "pop {%[t0], %[t1], %[t2], r7, %[q]}"]
+    lines = [line.replace("%[t3]", "r7") for line in lines]
+    temps = ["t0", "t1", "t2"]
+    accs = [f"a{k}_{c}" for k in range(4) for c in range(2)]
+    free = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11"]
+    regs = dict(zip(temps + accs, free), w="r12", q="lr")
+    return dict(lines=lines, temps=temps, loop=True, end_in_memory=True, regs=regs,
+                epilogue=True, whole=True, accs=accs)
 
 
 def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int, nseg: int,
@@ -553,10 +597,13 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
         out = (dict(N=n, post=params["post"], lanes=lanes)
                if asm_output(ctx, params) and not params["uniform"] and 3 * n + 1 < 4096
                else None)
+        # the loop over channel pairs too where accumulators start at the biases alone
+        whole = out is not None and zw == 0 and not lanes
         params["asm"] = {
             f"{g}x{c}": a for c in passes for g in {size for _, size in groups}
             if (a := gemm_asm(g, c, params["KP"], unroll if c > 1 else GEMM_UNROLL_FC,
-                              w_signed, params["inter"] or c == 1, lanes, out)) is not None}
+                              w_signed, params["inter"] or c == 1, lanes, out,
+                              whole and g == 2 and c == 4)) is not None}
     consts.insert(0, Const("w", words, wdesc))
     params["rec"] = w8 is not None and params["kind"] == "mm" and not params["uniform"]
     if params["rec"]:
