@@ -87,7 +87,9 @@ def softmax_c(ctx: Context) -> LayerCode:
     table = exp_table(sim)
     params = dict(T=ctype(x.dtype), rows=rows, depth=depth, table_len=int(table.size),
                   lo=sim.lo, hi=sim.hi)
-    const = Const("exp", table, f"Q0.31 exp of (x - max) rescaled (beta {sim.beta:g}), "
-                                f"by max - x; 0 beyond")
+    # one zero after the last nonzero entry: the C reads it for every difference past the end
+    padded = np.append(table, np.int32(0)) if table.size < MAX_DIFFS else table
+    const = Const("exp", padded, f"Q0.31 exp of (x - max) rescaled (beta {sim.beta:g}), "
+                                 f"by max - x; then 0")
     return LayerCode(template="c/softmax.c.j2", op="softmax", variant=f"r{rows}d{depth}",
                   params=params, consts=[const])
