@@ -863,6 +863,51 @@ def dw_asm(sw: int, sp: int, c: int, signed: bool, passes: int, tails: list[int]
     return lines
 
 
+def thumb2_add_imm(v: int) -> bool:
+    """Whether ADD Rd, Rn, #v assembles as one Thumb-2 instruction: ADDW (0..4095) or a
+    modified immediate (8 significant bits shifted left, or a byte repeated as 0x00XY00XY,
+    0xXY00XY00, 0xXYXYXYXY)."""
+    if 0 <= v <= 4095:
+        return True
+    if not 0 < v < 2**32:
+        return False
+    lo, mid = v & 0xFF, (v >> 8) & 0xFF
+    if v in (lo * 0x00010001, mid * 0x01000100, lo * 0x01010101):
+        return True
+    return v % (1 << (v.bit_length() - 8)) == 0
+
+
+def widen_asm(c: int, cs: int, signed: bool, x2: bool) -> list[str] | None:
+    """The Thumb-2 assembly of the depthwise band's widening: per step four pixels (LDR of
+    each one's word of four channels, ``c`` bytes apart, one run) into the four channels' planes
+    (``cs`` int16 apart): per channel pair SXTAB16 / UXTAB16 of two pixels' words (twice for
+    2 (x - zp), ``x2``), PKHBT / PKHTB into each channel's two neighbouring columns, STR. None
+    where an offset does not fit its instruction. Registers: words r0-r3, lanes r4-r6 and r8,
+    the offset r9, input r10 (up to lr), planes of channels 0-1 r11 and 2-3 r12."""
+    if 3 * c > 4095 or 2 * cs + 4 > 4095 or not thumb2_add_imm(4 * cs):
+        return None
+    ext = "sxtab16" if signed else "uxtab16"
+    u, e = ["r0", "r1", "r2", "r3"], ["r4", "r5", "r6", "r8"]
+
+    def wide(d: str, x: str, rot: str) -> list[str]:
+        first = [f"{ext} {d}, r9, {x}{rot}"]
+        return first + ([f"{ext} {d}, {d}, {x}{rot}"] if x2 else [])
+
+    lines = ["1:", f"ldr {u[1]}, [r10, #{c}]", f"ldr {u[2]}, [r10, #{2 * c}]",
+             f"ldr {u[3]}, [r10, #{3 * c}]", f"ldr {u[0]}, [r10], #4"]
+    for rot, off in (("", 0), (", ror #8", 2 * cs)):
+        for half in (0, 1):  # pixels 0-1, then 2-3
+            a, b = 2 * half, 2 * half + 1
+            lo, hi = (e[2], e[0]) if half == 0 else (e[1], e[2])
+            ea, eb = (e[0], e[1]) if half == 0 else (e[2], e[3])
+            lines += wide(ea, u[a], rot) + wide(eb, u[b], rot)
+            lines += [f"pkhbt {lo}, {ea}, {eb}, lsl #16", f"pkhtb {hi}, {eb}, {ea}, asr #16",
+                      f"str {lo}, [r11, #{off + 4 * half}]", f"str {hi}, [r12, #{off + 4 * half}]"]
+    # the next four channels: r12 is r11 + 4 cs bytes
+    return [*lines, f"add r11, r12, #{4 * cs}", f"add r12, r11, #{4 * cs}", "cmp r10, lr",
+            "bne 1b"]
+
+
 def rnd_from_shift(params: dict[str, Any], consts: list[Const]) -> list[Const]:
     """The constants without the per-channel rounding addends where each is K << (shift - 1)
     for one K (``params["rnd_k"]``: 2 zp + 1 with the zero point folded, else 1), as the
@@ -958,6 +1003,9 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     params.update(NWW=words.shape[1], REC=words.shape[1] + 1)
     params["asm"] = (dw_asm(sw, sp, c, dtype == np.int8, ow // px, tails, win.sh, ow)
                      if asm_output(ctx, params) and (win.kh, kw, px) == (3, 3, 4) else None)
+    cost = ctx.target.cost
+    params["wasm"] = (widen_asm(c, held * sp, dtype == np.int8, x2)
+                      if quads and (cost is None or cost.issue_width == 1) else None)
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
