@@ -66,6 +66,9 @@ class LayerCode:
     scratch_bytes: int = 0
     scratch_grows: bool = False
     """Whether the kernel runs faster given more scratch (`Context.scratch_budget`)."""
+    work: float = 1.0
+    """The share of the layer's MACs the kernel computes (channels of one output value are
+    written, not computed)."""
 
 
 @dataclass
@@ -131,6 +134,11 @@ class Layer:
     @property
     def symbol(self) -> str:
         return self.spec.symbol
+
+    @property
+    def computed_macs(self) -> int:
+        """The MACs the kernel computes (`LayerCode.work` of ``macs``)."""
+        return round(self.macs * self.kernel.work)
 
     @property
     def const_bytes(self) -> int:

@@ -231,9 +231,13 @@ def _conv_layers(lay: Layers) -> None:
     lay.conv("uint8", 1, (2, 4), 128, 16, (1, 1))
     # RELU onto the zero point: the Cortex-M4's 2x4 assembly requantizes and stores too (two
     # channels a halfword; an odd channel count byte by byte), with byte lanes, with each
-    # output doubled, uint8
+    # output doubled, uint8; with channels of one output value, which it does not compute
+    # (each computed channel stored at its own place)
     lay.conv("int8", 1, (4, 5), 16, 7, (1, 1), activation="RELU", zp_out=-128)
     lay.conv("uint8", 1, (3, 6), 130, 18, (1, 1), activation="RELU", zp_out=0)
+    lay.conv("int8", 1, (4, 6), 16, 9, (1, 1), activation="RELU", zp_out=-128, dead=2)
+    lay.conv("int8", 1, (3, 6), 130, 20, (1, 1), activation="RELU", zp_out=-128, dead=3)
+    lay.conv("uint8", 1, (3, 6), 130, 18, (1, 1), activation="RELU", zp_out=0, dead=3)
     lay.conv("int8", 1, (9, 8), 3, 8, (3, 3), (2, 2), activation="RELU", zp_out=-128)
 
 
@@ -578,8 +582,11 @@ def test_weights8_words_pair_with_the_columns_as_smlad_reads_them() -> None:
 def test_random_layers_take_every_kernel_path() -> None:
     """The random layers reach each path of the Cortex-M4 kernels: the depthwise assembly
     rows, byte lanes (one pixel and 2x4), per-group records, weights copied into the arena,
-    filter rows as one im2col segment, the 2x4 assembly's output stage, and channels of one
-    output value (given multiplier 0, the layer keeps the SMMLAR form)."""
+    filter rows as one im2col segment, the 2x4 assembly's output stage and its loop over a
+    pass's channel pairs, the depthwise band's widening assembly, and channels of one output
+    value (a GEMM's are copied, not computed; a depthwise layer's get multiplier 0 and keep the
+    SMMLAR form). The same layers run bit-exact
+    in the emulator (`test_random_layers_bit_exact_on_emulated_cortex_m`)."""
     graph, _ = _random_graph(7, [_conv_layers, _dw_layers, _fc_layers], "paths")
     project = generate(graph, load_target("cortex-m4"), name="m")
     params = [(layer.kernel.params, layer) for layer in project.layers]
@@ -594,22 +601,63 @@ def test_random_layers_take_every_kernel_path() -> None:
         "2x4 output stage": any(isinstance(p.get("asm"), dict)
                                 and any(a["epilogue"] for a in p["asm"].values())
                                 for p, _ in params),
+        "2x4 over every channel pair": any(isinstance(p.get("asm"), dict)
+                                           and any(a["whole"] for a in p["asm"].values())
+                                           for p, _ in params),
+        "dw widening asm": any(p.get("wasm") for p, _ in params),
+        "channels not computed (2x4 over every pair)": any(
+            p.get("sparse") and any(a["whole"] for a in p["asm"].values()) for p, _ in params),
+        "channels not computed (2x4 byte lanes)": any(
+            p.get("sparse") and p["lanes"] and any(a["epilogue"] for a in p["asm"].values())
+            for p, _ in params),
     }
     assert all(seen.values()), seen
     sims = Interpreter(graph).kernels
     dead = [i for i, s in enumerate(sims) if hasattr(s, "requant")
             and np.any(np.asarray(s.requant.bias) == 2**30)]
-    assert len(dead) == 3
+    assert len(dead) == 6
     for i in dead:
-        p = project.layers[i].kernel.params
-        assert p["kind"] == "mm" and not np.all(np.asarray(p["bias_values"]) != 0), i
+        kernel = project.layers[i].kernel
+        p = kernel.params
+        if p.get("sparse"):
+            # not computed: its outputs are copied, the GEMM writes the other channels
+            assert 0 < kernel.work < 1, i
+            crow = {c.suffix: c.values for c in kernel.consts}["crow"]
+            assert np.count_nonzero(crow) <= round((1 - kernel.work) * p["N"]), i
+        else:
+            assert p["kind"] == "mm" and not np.all(np.asarray(p["bias_values"]) != 0), i
     # neither on the dual-issue Cortex-M7: its C schedules are faster there
     m7 = generate(graph, load_target("cortex-m7"), name="m")
-    assert not any(isinstance(layer.kernel.params.get("asm"), list) for layer in m7.layers
+    assert not any(isinstance(layer.kernel.params.get("asm"), list)
+                   or layer.kernel.params.get("wasm") for layer in m7.layers
                    if layer.spec.op == "dwconv2d")
     assert not any(a["epilogue"] for layer in m7.layers if layer.spec.op in ("conv2d", "fc")
                    and isinstance(layer.kernel.params.get("asm"), dict)
                    for a in layer.kernel.params["asm"].values())
+
+
+def test_thumb2_add_immediates() -> None:
+    """ADD's immediate: ADDW up to 4095, else a Thumb-2 modified immediate (ARM ARM A5.3.2)."""
+    ok = [0, 4095, 4096, 8000, 0x1F40, 0xFF000000, 0x00AB00AB, 0xAB00AB00, 0xABABABAB, 0x3FC]
+    bad = [-4, 4097, 0x1F41, 7920, 0x101 << 12, 0x00AB00AC, 2**32]
+    assert all(dsp.thumb2_add_imm(v) for v in ok)
+    assert not any(dsp.thumb2_add_imm(v) for v in bad)
+
+
+def test_widening_assembly_stores_each_channel_plane() -> None:
+    """The depthwise widening's assembly writes channel k of pixels 0-1 and 2-3 at plane k (cs
+    int16 apart, planes 2-3 from r12 = r11 + 2 cs int16), and gives up where an offset does not
+    fit its instruction."""
+    lines = dsp.widen_asm(16, 100, True, False)
+    assert lines is not None
+    stores = [line for line in lines if line.startswith("str")]
+    assert stores == [f"str {r}, [{b}, #{off + h}]" for off in (0, 200) for h in (0, 4)
+                      for r, b in ((("r6", "r11"), ("r4", "r12")) if h == 0 else
+                                   (("r5", "r11"), ("r6", "r12")))]
+    assert sum(line.startswith("sxtab16") for line in lines) == 8
+    assert sum(line.startswith("uxtab16") for line in dsp.widen_asm(16, 100, False, True)) == 16
+    assert dsp.widen_asm(2000, 100, True, False) is None  # 3 c past LDR's offset
+    assert dsp.widen_asm(16, 2046, True, False) is None  # a plane past STR's offset
 
 
 def test_byte_lane_words_give_two_channels_per_widening() -> None:

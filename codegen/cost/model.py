@@ -46,7 +46,8 @@ class LayerEstimate:
     memory_cycles: float = 0.0
     flash_read_bytes: int = 0
     by_class: dict[str, int] = field(default_factory=dict)
-    peak_bound: bool = False  # cycles were raised to MACs / peak
+    peak_bound: bool = False  # cycles were raised to computed MACs / peak
+    computed_macs: int | None = None  # MACs the kernel computes (None: all of ``macs``)
 
     def to_json(self, clock_hz: int) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class LayerEstimate:
             "memory_cycles": round(self.memory_cycles, 1),
             "flash_read_bytes": self.flash_read_bytes, "by_class": self.by_class,
             "peak_bound": self.peak_bound,
+            "computed_macs": self.macs if self.computed_macs is None else self.computed_macs,
         }
 
 
@@ -154,14 +156,16 @@ def layer_base(layer: Any, graph: Graph) -> dict[str, Any]:
         "index": layer.index, "op": layer.op.opcode, "kernel": layer.symbol,
         "isa": layer.spec.isa, "input_shapes": [list(t.shape) for t in ins],
         "output_shapes": [list(t.shape) for t in outs], "macs": int(layer.macs),
+        "computed_macs": int(layer.computed_macs),
         "weight_bytes": int(layer.const_bytes),
         "activation_bytes": int(sum(t.nbytes for t in ins) + sum(t.nbytes for t in outs)),
     }
 
 
 def floor_peak(est: LayerEstimate, model: CostModel) -> LayerEstimate:
-    """Whole cycles, never fewer than MACs / peak MACs per cycle."""
-    floor = est.macs / model.peak_macs_per_cycle
+    """Whole cycles, never fewer than the MACs the kernel computes / peak MACs per cycle."""
+    floor = (est.macs if est.computed_macs is None else est.computed_macs
+             ) / model.peak_macs_per_cycle
     if est.cycles < floor:
         est.cycles = floor
         est.peak_bound = True

@@ -46,7 +46,7 @@ def layer_features(layer: Any, graph: Graph) -> dict[str, float]:
     channels = int(shape[-1]) if len(shape) else 1
     pixels = max(1, n_out // max(channels, 1))
     tiles = math.ceil(pixels / rows) * math.ceil(channels / cols)
-    work = float(layer.macs)
+    work = float(layer.computed_macs)
     window = re.match(r"k(\d+)x(\d+)", spec.variant)
     if not work and window:
         work = float(n_out * int(window.group(1)) * int(window.group(2)))

@@ -13,6 +13,7 @@ assembly (`gemm_asm`), so that GCC and clang execute the same loop. See
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -355,6 +356,12 @@ def _gemm_out(out: dict[str, Any], signed: bool) -> list[str]:
                 lines.append(f"lsl {a}, {a}, #1")
             lines += [f"smmlar {a}, {a}, %[t0], %[t2]", f"asr {a}, {a}, %[q]",
                       f"{sat} {a}, #8, {a}"]
+    if out["sparse"]:  # each channel's own output address: t1 plus its channel
+        lines += ["ldrh %[t0], [%[w], #20]", "ldrh %[t2], [%[w], #22]",
+                  "add %[t0], %[t1], %[t0]", "add %[t2], %[t1], %[t2]"]
+        for k in range(4):
+            lines += [f"strb %[a{k}_0], [%[t0], #{k * n}]", f"strb %[a{k}_1], [%[t2], #{k * n}]"]
+        return [*lines, "add %[w], %[w], #24"]
     for k in range(4):
         if n % 2 == 0:
             lines += [f"bfi %[a{k}_0], %[a{k}_1], #8, #8", f"strh %[a{k}_0], [%[t1], #{k * n}]"]
@@ -522,8 +529,9 @@ def _gemm_whole(step: Callable[..., list[str]], kp: int, unroll: int, out: dict[
         for _ in range(rest):
             lines += step()
     lines += _gemm_out(out, signed)
-    lines += [f"add %[t1], %[t1], #{2}", "str %[t1], [sp, #4]",
-              "ldr %[t0], [sp, #8]", "cmp %[w], %[t0]", "bne 3b",
+    if not out["sparse"]:  # the next pair's outputs (sparse: from the record, after t1)
+        lines += ["add %[t1], %[t1], #2", "str %[t1], [sp, #4]"]
+    lines += ["ldr %[t0], [sp, #8]", "cmp %[w], %[t0]", "bne 3b",
               "pop {%[t0], %[t1], %[t2], r7, %[q]}"]
     lines = [line.replace("%[t3]", "r7") for line in lines]
     temps = ["t0", "t1", "t2"]
@@ -534,10 +542,42 @@ def _gemm_whole(step: Callable[..., list[str]], kp: int, unroll: int, out: dict[
                 epilogue=True, whole=True, accs=accs)
 
 
+class ChannelSubset:
+    """A convolution or fully connected layer restricted to some output channels: what the GEMM
+    lowering reads of it (requantization per channel, input and weight quantization)."""
+
+    def __init__(self, sim: Conv2D | FullyConnected, keep: np.ndarray) -> None:
+        rq = sim.requant
+        n = int(keep.size)
+
+        def per_channel(v: Any) -> Any:
+            return None if v is None else np.broadcast_to(np.asarray(v), (n,))[keep]
+
+        self.requant = SimpleNamespace(
+            multiplier=per_channel(rq.multiplier), shift=per_channel(rq.shift),
+            bias=per_channel(rq.bias), real_scale=per_channel(rq.real_scale), zp=rq.zp,
+            lo=rq.lo, hi=rq.hi, rounding=rq.rounding, kind=rq.kind)
+        self.dtype, self.qi, self.qw = sim.dtype, sim.qi, sim.qw
+        self._extent = sim._input_extent()
+
+    def _input_extent(self) -> int:
+        return self._extent
+
+
 def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int, nseg: int,
-                 pixels: int, geometry: dict[str, Any]) -> LayerCode:
-    sim = ctx.sim
-    k, n = wmat.shape
+                 pixels: int, geometry: dict[str, Any], sparse: bool = True) -> LayerCode:
+    sim: Any = ctx.sim
+    dense = wmat
+    k, n_out = wmat.shape
+    # channels of one output value (e.g. all-zero weights) are not computed: every pass first
+    # copies the constant outputs of its pixels, the GEMM then writes the other channels
+    const = (constant_channels(sim, acc_bounds(sim, wmat))
+             if sparse and sim.requant.kind != "float" else None)
+    live = None
+    if const is not None and const[0].any() and not const[0].all():
+        live = ~const[0]
+        sim, wmat = ChannelSubset(sim, live), wmat[:, live]
+    n = wmat.shape[1]
     params, consts = requant_params(sim, n, acc_bound(sim, wmat), acc_bounds(sim, wmat))
     layout = column_layout(seg, nseg)
     w8 = weights8(sim, wmat, bias=params["bias_values"])
@@ -581,7 +621,7 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     dtype = np.dtype(sim.dtype)
     zp_in = int(sim.qi.zp)
     params.update(
-        N=n, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg, G=group,
+        N=n_out, K=k, K2=int(layout.size), KP=int(layout.size) // 2, P=pixels, seg=seg, G=group,
         passes=passes, full=n - n % group, tails=groups[n // group:], in_zp=zp_in,
         inter=inter, U=1,
         off=_words(-zp_in * (2 if x2 else 1), dtype == np.int8), weights8=w8 is not None,
@@ -594,8 +634,8 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     if w8 is not None:
         unroll = GEMM_UNROLL if params["KP"] >= GEMM_UNROLL else GEMM_UNROLL_SHORT
         # the output stage in the 2x4 assembly too, for the records' per-channel constants
-        out = (dict(N=n, post=params["post"], lanes=lanes)
-               if asm_output(ctx, params) and not params["uniform"] and 3 * n + 1 < 4096
+        out = (dict(N=n_out, post=params["post"], lanes=lanes, sparse=live is not None)
+               if asm_output(ctx, params) and not params["uniform"] and 3 * n_out + 1 < 4096
                else None)
         # the loop over channel pairs too where accumulators start at the biases alone
         whole = out is not None and zw == 0 and not lanes
@@ -606,10 +646,19 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
                               whole and g == 2 and c == 4)) is not None}
     consts.insert(0, Const("w", words, wdesc))
     params["rec"] = w8 is not None and params["kind"] == "mm" and not params["uniform"]
+    if live is not None and not params["rec"]:  # the output channels come with the records
+        return _gemm_kernel(ctx, op, variant, dense, seg, nseg, pixels, geometry, sparse=False)
+    params["sparse"] = live is not None
+    if live is not None:
+        assert const is not None
+        consts.append(Const("crow", np.where(live, 0, const[1]).astype(np.dtype(sim.dtype)),
+                            "every channel's output where it is one value (the others: 0, "
+                            "written by the GEMM)"))
     if params["rec"]:
         params["rec_rnd"] = params["mm"] not in ("dbl0", "smmulr")
-        consts, params["rec_tail"] = gemm_records(consts, groups, params["KP"],
-                                                  params["rec_rnd"])
+        consts, params["rec_tail"] = gemm_records(
+            consts, groups, params["KP"], params["rec_rnd"],
+            None if live is None else np.flatnonzero(live))
         words = consts[0].values
     tile = f"{min(pixels, cols)}x{min(n, group)}"
     col_bytes = -(-passes[0] * int(layout.size) * 2 // 8) * 8
@@ -618,20 +667,23 @@ def _gemm_kernel(ctx: Context, op: str, variant: str, wmat: np.ndarray, seg: int
     params["stage"] = col_bytes if stages and room >= col_bytes + words.nbytes else 0
     params["NW"] = int(words.size)
     return LayerCode(template="dsp/gemm.c.j2", op=op, variant=variant, tile=tile, params=params,
-                     consts=consts, scratch_grows=stages,
+                     consts=consts, scratch_grows=stages, work=n / n_out,
                      scratch_bytes=col_bytes + words.nbytes if params["stage"] else
                      passes[0] * int(layout.size) * 2)
 
 
-def gemm_records(consts: list[Const], groups: list[tuple[int, int]], kp: int, rnd: bool
-                 ) -> tuple[list[Const], dict[int, int]]:
+def gemm_records(consts: list[Const], groups: list[tuple[int, int]], kp: int, rnd: bool,
+                 channels: np.ndarray | None = None) -> tuple[list[Const], dict[int, int]]:
     """The 8-bit GEMM's weight words and per-channel constants as one array read through one
     pointer: per channel group its biases, its weight words, its multipliers, then (``rnd``) its
-    rounding addends and its shifts as bytes. Returns the constants without the separate bias,
-    multiplier, rounding and shift arrays, and per group size the words after the weights."""
+    rounding addends and its shifts as bytes, then (``channels``: the output channel of each
+    GEMM channel) its output channels as uint16. Returns the constants without the separate
+    bias, multiplier, rounding and shift arrays, and per group size the words after the
+    weights."""
     by = {c.suffix: c for c in consts}
     words = by["w"].values
-    tail = {size: size + ((size + -(-size // 4)) if rnd else 0) for _, size in groups}
+    tail = {size: size + ((size + -(-size // 4)) if rnd else 0)
+            + (-(-size // 2) if channels is not None else 0) for _, size in groups}
     out, at = [], 0
     for c0, size in groups:
         nw = kp * ((size + 1) // 2)
@@ -643,10 +695,15 @@ def gemm_records(consts: list[Const], groups: list[tuple[int, int]], kp: int, rn
             sh[:size] = by["shift"].values[c0:c0 + size]
             part += [by["rnd"].values[c0:c0 + size],
                      (sh & 0xFF).reshape(-1, 4) @ (np.int64(1) << np.arange(0, 32, 8))]
+        if channels is not None:
+            och = np.zeros(-(-size // 2) * 2, np.int64)
+            och[:size] = channels[c0:c0 + size]
+            part.append(och.reshape(-1, 2) @ np.array([1, 1 << 16], np.int64))
         out.append(np.concatenate([np.asarray(v, np.int64) for v in part]))
     rec = wrap32(np.concatenate(out) if out else np.zeros(0, np.int64)).astype(np.int32)
     desc = (by["w"].comment + "; per channel group: its biases, its weight words, its "
-            "multipliers" + (", its rounding addends and its shifts (bytes)" if rnd else ""))
+            "multipliers" + (", its rounding addends and its shifts (bytes)" if rnd else "")
+            + (", its output channels (uint16)" if channels is not None else ""))
     keep = [c for c in consts if c.suffix not in ("w", "bias", "mult", "rnd", "shift")]
     return [Const("w", rec, desc), *keep], tail
 
