@@ -22,6 +22,7 @@ from .model import (
     layer_base,
     model_notes,
     ram_of,
+    skipped_note,
 )
 from .pipeline import Op, block_cycles, make_op, taken_branches
 
@@ -203,5 +204,6 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
         "flash image of the cross build: code, constants (weights, biases, multipliers, "
         "tables) and initialised data", model.sram_bytes, model.flash_bytes,
         model.peak_macs_per_cycle,
-        [*model_notes(model), *([f"image built with {elf.compiler} -O2"] if elf.compiler else [])],
+        [*model_notes(model), *skipped_note(layers),
+         *([f"image built with {elf.compiler} -O2"] if elf.compiler else [])],
         ram=ram_of(graph, target, run.project.plan.arena_bytes), compiler=elf.compiler or None)

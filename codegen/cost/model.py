@@ -173,6 +173,18 @@ def floor_peak(est: LayerEstimate, model: CostModel) -> LayerEstimate:
     return est
 
 
+def skipped_note(layers: list[LayerEstimate]) -> list[str]:
+    """A note where layers compute fewer MACs than they have (channels of one output value)."""
+    part = [la for la in layers if la.computed_macs is not None and la.computed_macs < la.macs]
+    if not part:
+        return []
+    total = sum(la.macs for la in part)
+    done = sum(la.computed_macs or 0 for la in part)
+    return [f"{len(part)} layer(s) compute {done:,} of their {total:,} MACs: channels whose "
+            "output is one value for every input (all-zero weights, or saturated) are written "
+            "as constants"]
+
+
 def model_notes(model: CostModel) -> list[str]:
     notes = [f"{model.pipeline} {model.issue_width}-wide pipeline model, "
              f"peak {model.peak_macs_per_cycle:g} MACs/cycle"]

@@ -22,6 +22,7 @@ from .model import (
     layer_base,
     model_notes,
     ram_of,
+    skipped_note,
 )
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def estimate_static(graph: Graph, target: Target, rounding: str = "double",
         if on_layer:
             on_layer(layers[-1])
     fitted = model.static.get("fitted", "")
-    notes = [*model_notes(model),
+    notes = [*model_notes(model), *skipped_note(layers),
              f"static coefficients fitted {fitted} by bench/calibrate_static.py"]
     return Estimate(
         graph.name, target.name, "static", model.clock_hz, layers, project.plan.arena_bytes,
