@@ -5,9 +5,10 @@ Every constant comes from the prepared simulator kernel: its offset weights (``w
 in exactly the order the C loops read them: the GEMM keeps them as bytes, four to a word, widened
 in registers by ``SXTB16`` / ``UXTB16`` (a weight zero point is folded into a per-pixel term);
 depthwise (and a GEMM whose 8-bit form would overflow int32) as int16 pairs. The inner loops are
-loads, widening and ``__smlad``; the GEMM's 2x4 and 4x1 tiles run them as Thumb-2 inline
-assembly (`gemm_asm`), so that GCC and clang execute the same loop. See
-``templates/dsp/*.c.j2`` for the loops.
+loads, widening and ``__smlad``; the GEMM's 2x4 and 8x1 tiles run them as Thumb-2 inline
+assembly (`gemm_asm`), so that GCC and clang execute the same loop. A GEMM does not compute the
+channels whose output is one value for every input (`constant_channels`): it copies their
+outputs and computes the others (`ChannelSubset`). See ``templates/dsp/*.c.j2`` for the loops.
 """
 
 from __future__ import annotations
