@@ -244,7 +244,8 @@ def family_report(chip: str, data: dict[str, list[dict[str, Any]]]) -> None:
 
 
 GCC_BOUND = 1.10
-"""The issue's bound: a kernel family at most 10% more instructions under GCC than zig."""
+"""The issue's bound: a kernel family at most 10% slower under GCC than zig (cycles), and at most
+10% more instructions."""
 
 
 def _family_rows(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -260,10 +261,10 @@ def _family_rows(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 def compiler_report(chip: str, zig: dict[str, list[dict[str, Any]]],
                     gcc: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per kernel family of MobileNet: instructions and cycles per MAC under zig and GCC, and
-    their ratio; return the families over `GCC_BOUND`."""
+    their ratios; return the families over `GCC_BOUND`."""
     print(f"\n| {chip} kernel family | layers | zig u8 / i8 instr/MAC | gcc u8 / i8 instr/MAC | "
           "gcc / zig instr u8 / i8 | zig u8 / i8 cycles/MAC | gcc u8 / i8 cycles/MAC | "
-          f"≤ {GCC_BOUND:.2f} |\n|---|---|---|---|---|---|---|---|")
+          f"gcc / zig cycles u8 / i8 | ≤ {GCC_BOUND:.2f} |\n|---|---|---|---|---|---|---|---|---|")
     over = []
     names = [f.name for f in FAMILIES if any(r["family"] == f.name for r in zig["u8"])]
     for name in [*names, "classifier", "no MACs", "whole net"]:
@@ -280,16 +281,19 @@ def compiler_report(chip: str, zig: dict[str, list[dict[str, Any]]],
                     tot = sum(r[what] for r in d[k])
                     vals.append(f"{tot / macs:.3f}" if macs else f"{tot:,.0f} total")
                 cells[cc, what] = " / ".join(vals)
-        ratio = [sum(r["instructions"] for r in g[k]) / sum(r["instructions"] for r in z[k])
-                 for k in ("u8", "i8")]
-        ok = max(ratio) <= GCC_BOUND
+        ratio = {what: [sum(r[what] for r in g[k]) / sum(r[what] for r in z[k])
+                        for k in ("u8", "i8")] for what in ("instructions", "cycles")}
+        ok = max(max(v) for v in ratio.values()) <= GCC_BOUND
         if not ok:
-            over.append(f"{chip}: {name}: gcc / zig instructions {ratio[0]:.3f} (u8) / "
-                        f"{ratio[1]:.3f} (i8) > {GCC_BOUND:.2f}")
+            over.append(f"{chip}: {name}: gcc / zig instructions "
+                        f"{ratio['instructions'][0]:.3f} (u8) / {ratio['instructions'][1]:.3f} "
+                        f"(i8), cycles {ratio['cycles'][0]:.3f} / {ratio['cycles'][1]:.3f} > "
+                        f"{GCC_BOUND:.2f}")
+        ri, rc = ratio["instructions"], ratio["cycles"]
         print(f"| {name} | {len(z['u8'])} | {cells['zig', 'instructions']} | "
-              f"{cells['gcc', 'instructions']} | {ratio[0]:.3f} / {ratio[1]:.3f} | "
+              f"{cells['gcc', 'instructions']} | {ri[0]:.3f} / {ri[1]:.3f} | "
               f"{cells['zig', 'cycles']} | {cells['gcc', 'cycles']} | "
-              f"{'yes' if ok else 'no'} |")
+              f"{rc[0]:.3f} / {rc[1]:.3f} | {'yes' if ok else 'no'} |")
     return over
 
 
@@ -481,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## The compiler: {compiler_version('gcc')} against {compiler_version('zig')}, "
               f"both -O2")
         over = [m for t in gcc_data for m in compiler_report(t, data[t], gcc_data[t])]
-        print(f"\nEvery family within {GCC_BOUND:.2f}x of zig's instructions under GCC." if not over
+        print(f"\nEvery family within {GCC_BOUND:.2f}x of zig's cycles and instructions under GCC."
+              if not over
               else "\nOver the bound:\n" + "\n".join(f"- {m}" for m in over))
     elif not args.no_gcc:
         print(f"\n({GCC} is not installed: no GCC figures; Debian: apt-get install "
