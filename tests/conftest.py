@@ -70,6 +70,7 @@ TIERS: dict[str, str] = {
     "test_peer_conv": "peers",
     "test_peer_misc": "peers",
     "test_progress": "hostc",
+    "test_qemu": "isa",
     "test_quant": "fast",
     "test_report": "fast",
     "test_requant": "fast",
