@@ -1,24 +1,26 @@
-"""SIMD lane emulator: NEON and ACLE DSP instructions as exact numpy functions.
+"""SIMD lane emulator: NEON, ACLE DSP and MVE (Helium) instructions as exact numpy functions.
 
-Each instruction our kernels use is an `Instruction` in `INSTRUCTIONS`, carrying its ISA
-(``"neon"`` or ``"dsp"``), its lane count, its operand and result types, its C intrinsic and its
-mnemonic, and a numpy definition written from the pseudocode of the Arm Architecture Reference
-Manual (A64 / A32 / Armv7-M). Calling it returns the result; `Instruction.saturated` says where
-the instruction would set the sticky saturation flag (FPSCR.QC / FPSR.QC for NEON, APSR.Q for
-DSP).
+Each instruction our kernels use is an `Instruction` in `INSTRUCTIONS` (NEON and DSP) or in
+`MVE_INSTRUCTIONS` (MVE, keyed by its arm_mve.h name: arm_mve.h reuses NEON's names), carrying its
+ISA (``"neon"``, ``"dsp"`` or ``"mve"``), its lane count, its operand and result types, its C
+intrinsic and its mnemonic, and a numpy definition written from the pseudocode of the Arm
+Architecture Reference Manual (A64 / A32 / Armv7-M / Armv8.1-M). Calling it returns the result;
+`Instruction.saturated` says where the instruction would set the sticky saturation flag
+(FPSCR.QC / FPSR.QC for NEON and MVE, APSR.Q for DSP).
 
 Values:
 
-- NEON: numpy arrays whose last axis holds the lanes of one 64-bit (d) or 128-bit (q) register,
-  e.g. ``int32`` ``(..., 4)`` for ``int32x4_t``; leading axes are independent registers, so one
-  call emulates many.
+- NEON and MVE: numpy arrays whose last axis holds the lanes of one 64-bit (d) or 128-bit (q)
+  register, e.g. ``int32`` ``(..., 4)`` for ``int32x4_t``; leading axes are independent
+  registers, so one call emulates many. An MVE predicate (``mve_pred16_t``) is a ``uint16``
+  scalar, one bit per byte lane; MVE loads and stores take or give the memory they touch.
 - DSP: a 32-bit word holding packed lanes is a ``uint32`` array (``int32`` accepted, by bit
   pattern); `pack` and `unpack` convert. Plain 32/64-bit scalars are ``int32`` / ``int64`` arrays.
 - Immediates (shift counts, lane indices, saturation widths) are Python ints.
 
-`requantize_neon` and `requantize_dsp` compose these instructions into TFLite's requantization
-and equal `sim.fixedpoint.mul_by_quantized_multiplier` exactly; their docstrings list where
-TFLite's optimized NEON kernels and CMSIS-NN compute something else.
+`requantize_neon`, `requantize_dsp` and `requantize_mve` compose these instructions into TFLite's
+requantization and equal `sim.fixedpoint.mul_by_quantized_multiplier` exactly; their docstrings
+list where TFLite's optimized NEON kernels and CMSIS-NN compute something else.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 
 from .fixedpoint import INT32_MAX, INT32_MIN, Rounding
 
-Isa = Literal["neon", "dsp"]
+Isa = Literal["neon", "dsp", "mve"]
 
 
 @dataclass(frozen=True)
@@ -978,3 +980,523 @@ def requantize_dsp(
     result = high >> right
     threshold = (mask >> 1) + (result < 0)
     return (result + (remainder > threshold)).astype(np.int32)
+
+
+# --- MVE (Helium: Armv8.1-M, Cortex-M55 / M85) ---------------------------------------------------
+#
+# From the Armv8.1-M pseudocode (DDI0553). Registers are 128-bit (..., lanes) arrays as for NEON.
+# A predicate (mve_pred16_t, VPR.P0) is a uint16 scalar holding one bit per byte of a register:
+# element e of an esize-bit instruction is active when bit e * esize / 8 (the bit of its lowest
+# byte) is set, as the pseudocode's elmtMask reads it; VCTP sets every bit of an active element.
+# Memory is explicit: a load's first operand is what it reads at the pointer (elements of the
+# memory type, ``(..., n)``), a store's result is what it leaves there, and a predicated store's
+# first operand is the memory before it (inactive elements keep it).
+
+MVE_INSTRUCTIONS: dict[str, Instruction] = {}
+"""The MVE instructions, keyed by their explicitly typed arm_mve.h intrinsic (``vmladavaq_s8``,
+not the polymorphic ``vmladavaq``). A registry of its own: arm_mve.h reuses NEON's names
+(``vqrdmulhq_s32``, ``vshlq_s32``, ``vld1q_s8`` ...), which `INSTRUCTIONS` keeps for NEON."""
+
+
+def _register_mve(
+    name: str,
+    inputs: tuple[Operand, ...],
+    output: Vec,
+    mnemonic: str,
+    meaning: str,
+    saturation: str,
+    lanes: int | None = None,
+):
+    """`_register` for MVE: an ``"mve"`` `Instruction` in `MVE_INSTRUCTIONS`, named by its
+    intrinsic."""
+
+    def deco(fn: Callable[..., tuple[np.ndarray, np.ndarray | None]]) -> Instruction:
+        inst = Instruction(
+            name=name,
+            isa="mve",
+            lanes=output.lanes if lanes is None else lanes,
+            inputs=inputs,
+            output=output,
+            intrinsic=name,
+            mnemonic=mnemonic,
+            meaning=meaning,
+            saturation=saturation,
+            impl=fn,
+        )
+        MVE_INSTRUCTIONS[name] = inst
+        return inst
+
+    return deco
+
+
+P16 = Vec("uint16", 1)  # mve_pred16_t
+S8, S16 = Vec("int8", 1), Vec("int16", 1)
+S8x4m, U8x4m = Vec("int8", 4), Vec("uint8", 4)  # four bytes in memory (VLDRB.32 / VSTRB.32)
+
+
+def _active(p, lanes: int) -> np.ndarray:
+    """Active elements of predicate ``p`` for ``lanes`` elements: bit ``e * 16 / lanes``."""
+    bits = np.arange(lanes, dtype=np.int64) * (16 // lanes)
+    return ((_i64(p)[..., None] >> bits) & 1).astype(bool)
+
+
+def _scalar_lanes(x) -> np.ndarray:
+    """A general-purpose register operand (the ``_n`` forms) against every lane."""
+    return _i64(x)[..., None]
+
+
+def _mve_load(memory):
+    """The elements at the pointer, sign- or zero-extended from their memory type."""
+    return _i64(memory), None
+
+
+for _name, _mem, _out, _mn, _meaning in (
+    ("vld1q_s8", S8x16, S8x16, "VLDRB.8 Qd, [Rn]", "the 16 int8 at the pointer"),
+    ("vld1q_u8", U8x16, U8x16, "VLDRB.8 Qd, [Rn]", "the 16 uint8 at the pointer"),
+    ("vldrbq_s16", S8x8, S16x8, "VLDRB.S16 Qd, [Rn]",
+     "the 8 int8 at the pointer, sign-extended into int16 lanes"),
+    ("vldrbq_u16", U8x8, U16x8, "VLDRB.U16 Qd, [Rn]",
+     "the 8 uint8 at the pointer, zero-extended into uint16 lanes"),
+    ("vldrbq_s32", S8x4m, S32x4, "VLDRB.S32 Qd, [Rn]",
+     "the 4 int8 at the pointer, sign-extended into int32 lanes"),
+    ("vldrbq_u32", U8x4m, U32x4, "VLDRB.U32 Qd, [Rn]",
+     "the 4 uint8 at the pointer, zero-extended into uint32 lanes"),
+    ("vldrwq_s32", S32x4, S32x4, "VLDRW.32 Qd, [Rn]", "the 4 int32 at the pointer"),
+    ("vld1q_s32", S32x4, S32x4, "VLDRW.32 Qd, [Rn]",
+     "the 4 int32 at the pointer (vldrwq_s32's alias)"),
+):
+    _register_mve(_name, (_mem,), _out, _mn, meaning=_meaning, saturation="none")(_mve_load)
+
+
+@_register_mve(
+    "vldrbq_z_s8", (S8x16, P16), S8x16, "VPST; VLDRBT.8 Qd, [Rn]",
+    meaning="the int8 at the pointer in the active lanes (bit e of p), 0 in the others, whose "
+    "bytes are not read (the tail of a predicated loop)",
+    saturation="none",
+)
+def _vldrbq_z_s8(memory, p):
+    """Predicated load: inactive lanes are zeroed."""
+    return np.where(_active(p, 16), _i64(memory), 0), None
+
+
+def _mve_store(bits: int, signed: bool):
+    def impl(value):
+        return _wrap(_i64(value), bits, signed), None
+
+    return impl
+
+
+for _name, _val, _mem, _mn, _meaning in (
+    ("vst1q_s8", S8x16, S8x16, "VSTRB.8 Qd, [Rn]", "the 16 int8 lanes written at the pointer"),
+    ("vst1q_u8", U8x16, U8x16, "VSTRB.8 Qd, [Rn]", "the 16 uint8 lanes written at the pointer"),
+    ("vstrbq_s32", S32x4, S8x4m, "VSTRB.32 Qd, [Rn]",
+     "the low byte of each int32 lane written at the pointer (truncation, not saturation)"),
+    ("vstrbq_u32", U32x4, U8x4m, "VSTRB.32 Qd, [Rn]",
+     "the low byte of each uint32 lane written at the pointer (truncation)"),
+    ("vstrwq_s32", S32x4, S32x4, "VSTRW.32 Qd, [Rn]", "the 4 int32 lanes written at the pointer"),
+):
+    _register_mve(_name, (_val,), _mem, _mn, meaning=_meaning, saturation="none")(
+        _mve_store(_mem.lane_bits, _mem.signed)
+    )
+
+
+@_register_mve(
+    "vstrbq_p_s32", (S8x4m, S32x4, P16), S8x4m, "VPST; VSTRBT.32 Qd, [Rn]",
+    meaning="the low byte of each active int32 lane (bit 4e of p) written at the pointer; the "
+    "bytes of inactive lanes keep the memory's value (operand 0)",
+    saturation="none",
+)
+def _vstrbq_p_s32(memory, value, p):
+    """Predicated truncating byte store of int32 lanes."""
+    return np.where(_active(p, 4), _wrap(_i64(value), 8, True), _i64(memory)), None
+
+
+def _vctp(lanes: int):
+    def impl(n):
+        count = np.minimum(_i64(n), lanes)
+        return (np.int64(1) << (count * (16 // lanes))) - 1, None
+
+    return impl
+
+
+for _lanes in (16, 8, 4):
+    _bits = 16 // _lanes * 8
+    _register_mve(
+        f"vctp{_bits}q", (U32,), P16, f"VCTP.{_bits} Rn; VMRS Rd, P0",
+        meaning=f"the predicate of the first min(n, {_lanes}) {_bits}-bit lanes (n unsigned: "
+        f"every n >= {_lanes} gives all {_lanes}), each lane's {16 // _lanes} bit(s) set",
+        saturation="none", lanes=_lanes,
+    )(_vctp(_lanes))
+
+
+def _mladav(signed: bool, accumulate: bool, predicated: bool, lanes: int):
+    def impl(*args):
+        acc = _i64(args[0]) if accumulate else np.int64(0)
+        a, b = args[int(accumulate) : int(accumulate) + 2]
+        prod = _i64(a) * _i64(b)
+        if predicated:
+            prod = np.where(_active(args[-1], lanes), prod, 0)
+        return _wrap(acc + prod.sum(axis=-1), 32, signed), None
+
+    return impl
+
+
+_WRAPS = "none: the 32-bit Rda wraps modulo 2^32"
+for _name, _ins, _out, _signed, _acc, _pred, _mn, _meaning in (
+    ("vmladavq_s8", (S8x16, S8x16), S32, True, False, False, "VMLADAV.S8 Rda, Qn, Qm",
+     "sum_e a[e] * b[e] over the 16 int8 lanes (exact: at most 16 * 2^14)"),
+    ("vmladavaq_s8", (S32, S8x16, S8x16), S32, True, True, False, "VMLADAVA.S8 Rda, Qn, Qm",
+     "acc + sum_e a[e] * b[e] over the 16 int8 lanes"),
+    ("vmladavaq_p_s8", (S32, S8x16, S8x16, P16), S32, True, True, True,
+     "VPST; VMLADAVAT.S8 Rda, Qn, Qm",
+     "acc + sum of a[e] * b[e] over the active int8 lanes (bit e of p)"),
+    ("vmladavaq_u8", (U32, U8x16, U8x16), U32, False, True, False, "VMLADAVA.U8 Rda, Qn, Qm",
+     "acc + sum_e a[e] * b[e] over the 16 uint8 lanes"),
+    ("vmladavaq_s16", (S32, S16x8, S16x8), S32, True, True, False, "VMLADAVA.S16 Rda, Qn, Qm",
+     "acc + sum_e a[e] * b[e] over the 8 int16 lanes"),
+    ("vmladavaq_p_s16", (S32, S16x8, S16x8, P16), S32, True, True, True,
+     "VPST; VMLADAVAT.S16 Rda, Qn, Qm",
+     "acc + sum of a[e] * b[e] over the active int16 lanes (bit 2e of p)"),
+):
+    _lanes = _ins[-2 if _pred else -1].lanes
+    _register_mve(_name, _ins, _out, _mn, meaning=_meaning, saturation=_WRAPS, lanes=_lanes)(
+        _mladav(_signed, _acc, _pred, _lanes)
+    )
+
+
+def _dup(lanes: int):
+    def impl(x):
+        return np.repeat(_i64(x)[..., None], lanes, axis=-1), None
+
+    return impl
+
+
+for _t, _s in ((S8, S8x16), (S16, S16x8), (S32, S32x4)):
+    _register_mve(
+        f"vdupq_n_s{_t.lane_bits}", (_t,), _s, f"VDUP.{_t.lane_bits} Qd, Rt",
+        meaning=f"one int{_t.lane_bits} copied to every lane", saturation="none",
+    )(_dup(_s.lanes))
+
+
+def _lanewise(fn, bits: int, scalar: bool = False):
+    """A wrapping lane operation fn(a, b) on int64 values; ``scalar``: b is a general register."""
+
+    def impl(a, b):
+        b = _scalar_lanes(b) if scalar else _i64(b)
+        return _wrap(fn(_i64(a), b), bits, True), None
+
+    return impl
+
+
+for _name, _ins, _out, _mn, _fn, _meaning in (
+    ("vaddq_s32", (S32x4, S32x4), S32x4, "VADD.I32 Qd, Qn, Qm", np.add, "a + b per lane"),
+    ("vaddq_n_s32", (S32x4, S32), S32x4, "VADD.I32 Qd, Qn, Rm", np.add, "a + b, b a scalar"),
+    ("vsubq_s16", (S16x8, S16x8), S16x8, "VSUB.I16 Qd, Qn, Qm", np.subtract, "a - b per lane"),
+    ("vsubq_n_s16", (S16x8, S16), S16x8, "VSUB.I16 Qd, Qn, Rm", np.subtract,
+     "a - b, b a scalar (an input zero point)"),
+    ("vmulq_s32", (S32x4, S32x4), S32x4, "VMUL.I32 Qd, Qn, Qm", np.multiply,
+     "a * b per lane, the low 32 bits of the product"),
+    ("vmulq_n_s32", (S32x4, S32), S32x4, "VMUL.I32 Qd, Qn, Rm", np.multiply,
+     "a * b, b a scalar, the low 32 bits of the product"),
+):
+    _bits = _out.lane_bits
+    _register_mve(_name, _ins, _out, _mn, meaning=_meaning,
+                  saturation=f"none: wraps modulo 2^{_bits}")(
+        _lanewise(_fn, _bits, scalar=_ins[1].lanes == 1)
+    )
+
+
+@_register_mve(
+    "vmlaq_n_s32", (S32x4, S32x4, S32), S32x4, "VMLA.S32 Qda, Qn, Rm",
+    meaning="add + m1 * m2 per lane, m2 a scalar (MVE has no vector-by-vector integer VMLA: "
+    "there is no vmlaq_s32; use vaddq_s32(add, vmulq_s32(m1, m2)))",
+    saturation="none: wraps modulo 2^32",
+)
+def _vmlaq_n_s32(add, m1, m2):
+    """Multiply by a scalar and accumulate."""
+    return _wrap(_i64(add) + _i64(m1) * _scalar_lanes(m2), 32, True), None
+
+
+for _t, _suffix in ((S32x4, "s32"), (S8x16, "s8"), (U8x16, "u8")):
+    for _op, _fn, _use in (("max", np.maximum, "lower"), ("min", np.minimum, "upper")):
+        _register_mve(
+            f"v{_op}q_{_suffix}", (_t, _t), _t, f"V{_op.upper()}.{_suffix.upper()} Qd, Qn, Qm",
+            meaning=f"{_op}(a, b) per lane (the {_use} clamp of a fused activation, pools)",
+            saturation="none",
+        )(_minmax(_fn))
+
+
+@_register_mve(
+    "vqaddq_s32", (S32x4, S32x4), S32x4, "VQADD.S32 Qd, Qn, Qm",
+    meaning="a + b per lane",
+    saturation="clamps to [INT32_MIN, INT32_MAX], setting QC",
+)
+def _mve_vqaddq_s32(a, b):
+    """Saturating add."""
+    return _sat(_i64(a) + _i64(b), 32, True)
+
+
+@_register_mve(
+    "vandq_s32", (S32x4, S32x4), S32x4, "VAND Qd, Qn, Qm",
+    meaning="bitwise a AND b", saturation="none",
+)
+def _mve_vandq_s32(a, b):
+    """Bitwise and."""
+    return np.bitwise_and(a, b), None
+
+
+@_register_mve(
+    "vshrq_n_s32", (S32x4, Imm("imm", 1, 32)), S32x4, "VSHR.S32 Qd, Qm, #imm",
+    meaning="floor(a / 2^imm), arithmetic shift right by an immediate 1..32 (imm >= 31: the "
+    "sign mask 0 or -1)",
+    saturation="none",
+)
+def _mve_vshrq_n_s32(a, imm):
+    """Arithmetic shift right by an immediate."""
+    return _i64(a) >> min(imm, 31), None
+
+
+@_register_mve(
+    "vshlq_s32", (S32x4, S32x4), S32x4, "VSHL.S32 Qd, Qm, Qn",
+    meaning="a * 2^s with s the signed low byte of b: s >= 0 shifts left, s < 0 shifts right "
+    "arithmetically (floor, truncating)",
+    saturation="none: left shifts wrap; s >= 32 gives 0, s <= -32 the sign",
+)
+def _mve_vshlq_s32(a, b):
+    """Shift by a signed per-lane amount, no rounding."""
+    return _shl_small(a, _shift_amount(b), 32, rounding=False), None
+
+
+@_register_mve(
+    "vrshlq_s32", (S32x4, S32x4), S32x4, "VRSHL.S32 Qd, Qm, Qn",
+    meaning="a * 2^s with s the signed low byte of b: for s < 0 round(a / 2^-s), ties toward "
+    "+infinity, computed without overflow; for s >= 0 a << s",
+    saturation="none: left shifts wrap; s <= -32 gives 0",
+)
+def _mve_vrshlq_s32(a, b):
+    """Rounding shift by a signed per-lane amount."""
+    return _shl_small(a, _shift_amount(b), 32, rounding=True), None
+
+
+@_register_mve(
+    "vqshlq_s32", (S32x4, S32x4), S32x4, "VQSHL.S32 Qd, Qm, Qn",
+    meaning="a * 2^s with s the signed low byte of b: s >= 0 shifts left, s < 0 shifts right "
+    "arithmetically (floor, truncating)",
+    saturation="left shifts clamp to [INT32_MIN, INT32_MAX] (any s >= 32 of a nonzero a), "
+    "setting QC; right shifts never saturate",
+)
+def _mve_vqshlq_s32(a, b):
+    """Saturating shift by a signed per-lane amount."""
+    s = _shift_amount(b)
+    a, s = np.broadcast_arrays(_i64(a), s)
+    left, sat = _sat(a << np.clip(s, 0, 32), 32, True)
+    right = a >> np.clip(-s, 0, 40)
+    return np.where(s < 0, right, left), sat & (s >= 0)
+
+
+def _qdmulh(rounding: bool, scalar: bool):
+    def impl(a, b):
+        b = _scalar_lanes(b) if scalar else _i64(b)
+        return _sat((_i64(a) * b + ((1 << 30) if rounding else 0)) >> 31, 32, True)
+
+    return impl
+
+
+_Q31_SAT = "only INT32_MIN * INT32_MIN (+1.0) saturates, to INT32_MAX, setting QC"
+_register_mve(
+    "vqrdmulhq_s32", (S32x4, S32x4), S32x4, "VQRDMULH.S32 Qd, Qn, Qm",
+    meaning="round(a * b / 2^31) per lane, ties toward +infinity: the Q31 product",
+    saturation=_Q31_SAT,
+)(_qdmulh(True, False))
+_register_mve(
+    "vqrdmulhq_n_s32", (S32x4, S32), S32x4, "VQRDMULH.S32 Qd, Qn, Rm",
+    meaning="round(a * b / 2^31), ties toward +infinity, b a scalar (one multiplier per tensor)",
+    saturation=_Q31_SAT,
+)(_qdmulh(True, True))
+_register_mve(
+    "vqdmulhq_s32", (S32x4, S32x4), S32x4, "VQDMULH.S32 Qd, Qn, Qm",
+    meaning="floor(a * b / 2^31) per lane: the Q31 product, truncated toward -infinity",
+    saturation=_Q31_SAT,
+)(_qdmulh(False, False))
+
+
+@_register_mve(
+    "vmulhq_s32", (S32x4, S32x4), S32x4, "VMULH.S32 Qd, Qn, Qm",
+    meaning="floor(a * b / 2^32) per lane: the high word of the 64-bit product",
+    saturation="none: the result lies in [-2^30, 2^30]",
+)
+def _vmulhq_s32(a, b):
+    """High half of the product."""
+    return (_i64(a) * _i64(b)) >> 32, None
+
+
+@_register_mve(
+    "vrmulhq_s32", (S32x4, S32x4), S32x4, "VRMULH.S32 Qd, Qn, Qm",
+    meaning="round(a * b / 2^32) per lane, ties toward +infinity: the rounded high word",
+    saturation="none: the result lies in [-2^30, 2^30]",
+)
+def _vrmulhq_s32(a, b):
+    """Rounded high half of the product."""
+    return (_i64(a) * _i64(b) + (1 << 31)) >> 32, None
+
+
+def _narrow_into(bits: int, top: bool, saturating: bool):
+    """VMOVN{B,T} / VQMOVN{B,T}: b's lanes narrowed into the even (bottom) or odd (top) lanes of
+    a, whose other lanes are kept."""
+
+    def impl(a, b):
+        v = _i64(b)
+        v, sat = _sat(v, bits, True) if saturating else (_wrap(v, bits, True), None)
+        a = _i64(a)
+        shape = np.broadcast_shapes(a.shape[:-1], v.shape[:-1]) + a.shape[-1:]
+        out = np.array(np.broadcast_to(a, shape))
+        out[..., int(top) :: 2] = v
+        if sat is None:
+            return out, None
+        flags = np.zeros(shape, bool)
+        flags[..., int(top) :: 2] = sat
+        return out, flags
+
+    return impl
+
+
+for _bits, _narrow_t, _wide_t in ((16, S16x8, S32x4), (8, S8x16, S16x8)):
+    _w = 2 * _bits
+    _lo, _hi = _range(_bits, True)
+    for _name, _top, _q in (
+        (f"vmovnbq_s{_w}", False, False),
+        (f"vqmovnbq_s{_w}", False, True),
+        (f"vqmovntq_s{_w}", True, True),
+    ):
+        _half = "odd (top)" if _top else "even (bottom)"
+        _register_mve(
+            _name, (_narrow_t, _wide_t), _narrow_t,
+            f"V{'Q' if _q else ''}MOVN{'T' if _top else 'B'}.{'S' if _q else 'I'}{_w} Qd, Qm",
+            meaning=f"b's int{_w} lanes narrowed into the {_half} int{_bits} lanes of a; a's "
+            "other lanes are kept",
+            saturation=f"clamps to [{_lo}, {_hi}], setting QC" if _q
+            else f"none: keeps the low {_bits} bits",
+        )(_narrow_into(_bits, _top, _q))
+
+
+def _reinterpret(out_dtype: str):
+    def impl(a):
+        a = np.ascontiguousarray(a, np.dtype(a.dtype).newbyteorder("<"))
+        return a.view(np.dtype(out_dtype).newbyteorder("<")).astype(out_dtype), None
+
+    return impl
+
+
+_VECTORS = {"s8": S8x16, "u8": U8x16, "s16": S16x8, "u16": U16x8, "s32": S32x4, "u32": U32x4}
+for _to, _from in (
+    ("s8", "s16"), ("s16", "s8"), ("s8", "s32"), ("s32", "s8"), ("s16", "s32"), ("s32", "s16"),
+    ("u8", "s8"), ("s8", "u8"), ("u16", "s16"), ("s16", "u16"), ("u32", "s32"), ("s32", "u32"),
+):
+    _register_mve(
+        f"vreinterpretq_{_to}_{_from}", (_VECTORS[_from],), _VECTORS[_to],
+        "(none: the same register)",
+        meaning=f"the 128 bits of a {_VECTORS[_from].c_type} read as a {_VECTORS[_to].c_type} "
+        "(little-endian: lane 0 in the lowest bytes)",
+        saturation="none",
+    )(_reinterpret(_VECTORS[_to].dtype))
+
+
+def _addv(accumulate: bool):
+    def impl(*args):
+        acc = _i64(args[0]) if accumulate else np.int64(0)
+        return _wrap(acc + _i64(args[-1]).sum(axis=-1), 32, True), None
+
+    return impl
+
+
+for _name, _ins, _mn, _meaning, _sat_text in (
+    ("vaddvq_s32", (S32x4,), "VADDV.S32 Rda, Qm", "sum of the 4 int32 lanes", _WRAPS),
+    ("vaddvaq_s32", (S32, S32x4), "VADDVA.S32 Rda, Qm", "acc + sum of the 4 int32 lanes",
+     _WRAPS),
+    ("vaddvq_s8", (S8x16,), "VADDV.S8 Rda, Qm",
+     "sum of the 16 int8 lanes, sign-extended to 32 bits", "none: exact (|sum| <= 2048)"),
+):
+    _register_mve(_name, _ins, S32, _mn, meaning=_meaning, saturation=_sat_text,
+                  lanes=_ins[-1].lanes)(_addv(len(_ins) == 2))
+
+
+def _mve_lane_vector(v, like: np.ndarray, what: str) -> np.ndarray:
+    """A scalar (VDUP) or per-lane int32 operand broadcast to the shape of ``like``."""
+    a = np.asarray(v, np.int64)
+    if np.any((a < INT32_MIN) | (a > INT32_MAX)):
+        raise ValueError(f"{what} must fit int32")
+    if a.ndim == 0:
+        return np.broadcast_to(MVE_INSTRUCTIONS["vdupq_n_s32"](a.astype(np.int32)), like.shape)
+    return np.ascontiguousarray(np.broadcast_to(a.astype(np.int32), like.shape))
+
+
+def requantize_mve(
+    acc: np.ndarray,
+    multiplier,
+    shift,
+    rounding: Rounding = "double",
+    *,
+    fixup: bool = True,
+) -> np.ndarray:
+    """TFLite's MultiplyByQuantizedMultiplier on int32x4 registers, built from MVE lane ops.
+
+    ``acc`` is int32 ``(..., 4)``; ``multiplier`` and ``shift`` are scalars (per tensor) or
+    per-lane (per-channel) values broadcastable to it. Equals
+    ``fixedpoint.mul_by_quantized_multiplier(acc, multiplier, shift, rounding)`` everywhere.
+
+    - ``double`` / ``litert``: VSHL (wrapping, as C's ``x * (1 << left_shift)``), VQRDMULH
+      (``vqrdmulhq_n_s32`` for one multiplier), then gemmlowp's RoundingDivideByPOT: VRSHL
+      rounds ties toward +infinity, so ``fixup = VSHR(VAND(x, -exponent), 31)`` (-1 for a
+      negative x when exponent > 0) is first added with VQADD, which sends negative ties away
+      from zero. This is CMSIS-NN's ``arm_requantize_mve_32x4``. ``fixup=False`` drops the
+      fix-up: negative ties then round toward +infinity
+      (``mul_by_quantized_multiplier_double_ties_up``).
+    - ``single``: with every shift < 0, VQDMULH then VRSHL by the shift: floor(x * m / 2^31)
+      rounded once more equals round(x * m / 2^(31 - shift)), the floors nesting (CMSIS-NN's
+      ``CMSIS_NN_USE_SINGLE_ROUNDING`` path for these shifts). MVE has no 64-bit lane shift for
+      NEON's VMULL + VRSHL.S64 route, and CMSIS-NN shifts x left by ``shift + 1`` (VSHL,
+      wrapping) before VQDMULH, which differs from the reference once ``x << (shift + 1)``
+      leaves int32. Here any shift goes exactly: the product splits into VQDMULH's
+      h = floor(x * m / 2^31) and VMUL's low 31 bits r, and the result is
+      sat(h * 2^left + c) with c = VRSHL(r, shift - 31) (0 for shift < 0), then VRSHL by
+      min(shift, 0). The saturating VQSHL + VQADD pair takes h * 2^left + c as is for h >= 0
+      and as (h + 1) * 2^left + (c - 2^left) for h < 0, so that VQSHL only clamps where the
+      sum is beyond int32 too.
+    """
+    op = MVE_INSTRUCTIONS
+    acc = np.asarray(acc)
+    if acc.dtype != np.int32 or acc.shape[-1:] != (4,):
+        raise TypeError("requantize_mve: acc must be int32 (..., 4)")
+    s = np.broadcast_to(np.asarray(shift, np.int64), acc.shape)
+    left = np.maximum(s, 0).astype(np.int32)
+    right = np.minimum(s, 0).astype(np.int32)
+    if rounding == "single":
+        if np.any((s < -31) | (s > 30)):
+            raise ValueError("single rounding needs shift in [-31, 30]")
+        m = _mve_lane_vector(multiplier, acc, "multiplier")
+        high = op["vqdmulhq_s32"](acc, m)
+        if np.all(s < 0):
+            return op["vrshlq_s32"](high, right)
+        low31 = op["vandq_s32"](op["vmulq_s32"](acc, m), op["vdupq_n_s32"](INT32_MAX))
+        carry = op["vrshlq_s32"](low31, (s - 31).astype(np.int32))
+        negative = op["vshrq_n_s32"](high, 31)
+        one = op["vdupq_n_s32"](1)
+        neg_pow = (-(np.int64(1) << left)).astype(np.int32)
+        high = op["vaddq_s32"](high, op["vandq_s32"](negative, one))
+        carry = op["vaddq_s32"](carry, op["vandq_s32"](negative, neg_pow))
+        return op["vrshlq_s32"](op["vqaddq_s32"](op["vqshlq_s32"](high, left), carry), right)
+    if rounding not in ("double", "litert"):
+        raise ValueError(f"unknown rounding {rounding!r}")
+    if np.any((s < -31) | (s > 31)):
+        raise ValueError("shift must be in [-31, 31]")
+    x = op["vshlq_s32"](acc, left)
+    if np.ndim(multiplier) == 0:
+        m = int(multiplier)
+        if not INT32_MIN <= m <= INT32_MAX:
+            raise ValueError("multiplier must fit int32")
+        x = op["vqrdmulhq_n_s32"](x, np.broadcast_to(np.int32(m), x.shape[:-1]))
+    else:
+        x = op["vqrdmulhq_s32"](x, _mve_lane_vector(multiplier, acc, "multiplier"))
+    if fixup:
+        x = op["vqaddq_s32"](x, op["vshrq_n_s32"](op["vandq_s32"](x, right), 31))
+    return op["vrshlq_s32"](x, right)

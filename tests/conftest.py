@@ -63,6 +63,7 @@ TIERS: dict[str, str] = {
     "test_importer_fuzz": "fast",
     "test_kernel_budget": "isa",
     "test_mlperf_tiny": "fast",
+    "test_mve_prims": "hostc",
     "test_ops_activation": "fast",
     "test_ops_conv": "fast",
     "test_ops_misc": "fast",
