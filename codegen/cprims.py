@@ -4,9 +4,12 @@ One definition per primitive: `sim.fixedpoint.PRIMITIVES` holds what it computes
 metadata); `C_FUNCTIONS` here holds how C spells it, keyed by the PRIMITIVES name. Each entry has a
 generic body (ISA ``"c"``) and thin per-ISA overrides, gemmlowp ``fixedpoint.h`` style: composites
 (requantization) are written once on top of the leaves (high multiply, rounding shift), and an ISA
-specialises only the leaves it does differently. `render_fixedpoint_header` renders
-``templates/qlane_fixedpoint.h.j2`` from the table, with each function's comment taken from the
-PRIMITIVES metadata; `header_files` returns every header a generated project for an ISA needs.
+specialises only the leaves it does differently (or inherits another ISA's overrides:
+`OVERRIDE_FALLBACK`). Vector (int32x4_t) spellings exist on NEON and on Helium (MVE), whose
+arm_mve.h shares NEON's names and semantics for the lane operations they use.
+`render_fixedpoint_header` renders ``templates/qlane_fixedpoint.h.j2`` from the table, with each
+function's comment taken from the PRIMITIVES metadata; `header_files` returns every header a
+generated project for an ISA needs.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ from .names import ISAS, c_comment
 VECTOR_ISAS = tuple(name for name, entry in _REGISTRY.items() if entry.vector)
 """ISAs whose kernels also need vector (int32x4_t) spellings of every primitive."""
 
+OVERRIDE_FALLBACK: dict[str, str] = {"mve": "dsp"}
+"""ISA -> the ISA whose override (and note) a function uses on it when it has none of its own.
+Helium cores (Cortex-M55, Cortex-M85) also have the DSP extension, and MVE projects carry
+qlane_acle.h: their scalar code gets the "dsp" spellings (SSAT / USAT saturation, the
+SMLAL-based high multiply and single-rounding requantization)."""
+
 HOST_CFLAGS = ("-O2", "-fno-wrapv", "-g0")
 """Appended after Python's own CFLAGS (which carry -O3 -fwrapv -g): plain -O2, no debug info
 (halves SIMDe build times), no -march=native (SIMDe 0.8.2 is inexact with AVX2), and C's real
@@ -68,18 +77,28 @@ class CFunction:
         return f"{self.returns} {self.name}({args})"
 
     def body_for(self, isa: str) -> str:
-        """The C body used on ``isa``: its override, else the generic one."""
+        """The C body used on ``isa``: its override, else the override of
+        ``OVERRIDE_FALLBACK[isa]`` (``"mve"`` takes the ``"dsp"`` ones), else the generic one."""
         if isa not in self.isas:
             raise ValueError(f"{self.name} does not exist on ISA {isa!r}")
-        return self.overrides.get(isa, self.body).strip("\n")
+        return _lookup(self.overrides, isa, self.body).strip("\n")
 
     def comment(self, isa: str) -> str:
-        """One line: real-number meaning and the instruction it equals (from PRIMITIVES)."""
+        """One line: real-number meaning and the instruction it equals (from PRIMITIVES); the
+        note of ``isa`` (or of its `OVERRIDE_FALLBACK`) says what the spelling there equals."""
         prim = PRIMITIVES[self.primitive]
         detail = f" ({self.detail})" if self.detail else ""
-        note = f" Here: {self.notes[isa]}." if isa in self.notes else ""
+        text_note = _lookup(self.notes, isa, "")
+        note = f" Here: {text_note}." if text_note else ""
         text = f"{self.name}: {prim.meaning}{detail}. Equals {prim.instruction}.{note}"
         return c_comment(text, limit=1000)
+
+
+def _lookup(table: Mapping[str, str], isa: str, default: str) -> str:
+    """``table[isa]``, else ``table[OVERRIDE_FALLBACK[isa]]``, else ``default``."""
+    if isa in table:
+        return table[isa]
+    return table.get(OVERRIDE_FALLBACK.get(isa, ""), default)
 
 
 _S32 = "int32_t"
@@ -133,6 +152,22 @@ _REQUANT_SINGLE_DSP = """
 const int64_t r = (((int64_t)x * (int64_t)m) >> (30 - shift)) + 1;
 const int64_t q = r >> 1;
 return q > INT32_MAX ? INT32_MAX : (q < INT32_MIN ? INT32_MIN : (int32_t)q);
+"""
+
+
+_REQUANT_SINGLE_MVE = """
+/* x * m = h * 2^31 + r: h = floor(x * m / 2^31) (VQDMULH), r its low 31 bits (VMUL, VAND) */
+const int32x4_t left = vmaxq_s32(shift, vdupq_n_s32(0));
+const int32x4_t right = vminq_s32(shift, vdupq_n_s32(0));
+int32x4_t high = vqdmulhq_s32(x, m);
+const int32x4_t low31 = vandq_s32(vmulq_s32(x, m), vdupq_n_s32(INT32_MAX));
+/* r rounded by 2^(31 - shift): the carry into h * 2^left (0 for shift < 0) */
+int32x4_t carry = vrshlq_s32(low31, vaddq_n_s32(shift, -31));
+/* h < 0: (h + 1) * 2^left + (carry - 2^left), so that VQSHL clamps only where the sum does */
+const int32x4_t negative = vshrq_n_s32(high, 31);
+high = vaddq_s32(high, vandq_s32(negative, vdupq_n_s32(1)));
+carry = vaddq_s32(carry, vandq_s32(negative, vshlq_s32(vdupq_n_s32(-1), left)));
+return vrshlq_s32(vqaddq_s32(vqshlq_s32(high, left), carry), right);
 """
 
 
@@ -257,11 +292,11 @@ const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
 return (x >> exponent) + (remainder > threshold ? 1 : 0);
 """, detail="x in the int16 range, 0 <= exponent <= 31",
     ),
-    # --- NEON: four lanes per call -------------------------------------------------------------
+    # --- NEON and Helium (MVE): four lanes per call --------------------------------------------
     CFunction(
         "qlane_srdhm_s32x4", "saturating_rounding_doubling_high_mul", _V32,
         ((_V32, "a"), (_V32, "b")), "return vqrdmulhq_s32(a, b);",
-        isas=("neon",), vector=True, detail="per lane",
+        isas=("neon", "mve"), vector=True, detail="per lane",
     ),
     CFunction(
         "qlane_rdbpot_s32x4", "rounding_divide_by_pot", _V32,
@@ -270,26 +305,31 @@ return (x >> exponent) + (remainder > threshold ? 1 : 0);
 const int32x4_t fixup = vshrq_n_s32(vandq_s32(x, neg_exponent), 31);
 return vrshlq_s32(vqaddq_s32(x, fixup), neg_exponent);
 """,
-        isas=("neon",), vector=True, detail="per lane; neg_exponent holds -exponent",
-        notes={"neon": "gemmlowp's NEON fix-up: VAND, VSHR #31, VQADD, then VRSHL"},
+        isas=("neon", "mve"), vector=True, detail="per lane; neg_exponent holds -exponent",
+        notes={"neon": "gemmlowp's NEON fix-up: VAND, VSHR #31, VQADD, then VRSHL",
+               "mve": "the same fix-up in MVE (CMSIS-NN arm_requantize_mve_32x4): VAND, "
+               "VSHR #31, VQADD, then VRSHL"},
     ),
     CFunction(
         "qlane_requant_double_s32x4", "mul_by_quantized_multiplier_double", _V32,
         ((_V32, "x"), (_V32, "m"), (_V32, "left_shift"), (_V32, "right_shift")),
         "return qlane_rdbpot_s32x4(qlane_srdhm_s32x4(vshlq_s32(x, left_shift), m), right_shift);",
-        isas=("neon",), vector=True,
+        isas=("neon", "mve"), vector=True,
         detail="per lane; left_shift = max(shift, 0), right_shift = min(shift, 0) <= 0 as "
         "TFLite's optimized kernels pass it to VRSHL",
-        notes={"neon": "VSHL (wraps), VQRDMULH, fix-up, VRSHL, exactly sim.simd.requantize_neon"},
+        notes={"neon": "VSHL (wraps), VQRDMULH, fix-up, VRSHL, exactly sim.simd.requantize_neon",
+               "mve": "VSHL (wraps), VQRDMULH, fix-up, VRSHL, exactly sim.simd.requantize_mve "
+               "(CMSIS-NN arm_requantize_mve_32x4)"},
     ),
     CFunction(
         "qlane_requant_double_up_s32x4", "mul_by_quantized_multiplier_double_ties_up", _V32,
         ((_V32, "x"), (_V32, "m"), (_V32, "left_shift"), (_V32, "right_shift")),
         "return vrshlq_s32(qlane_srdhm_s32x4(vshlq_s32(x, left_shift), m), right_shift);",
-        isas=("neon",), vector=True,
+        isas=("neon", "mve"), vector=True,
         detail="per lane; shifts as qlane_requant_double_s32x4; for outputs clamped at >= 0",
         notes={"neon": "constant shifts fold: a zero left shift disappears, and VRSHL by a "
-               "constant then VQMOVN becomes VQRSHRN"},
+               "constant then VQMOVN becomes VQRSHRN",
+               "mve": "VSHL (wraps), VQRDMULH, VRSHL: sim.simd.requantize_mve with fixup=False"},
     ),
     CFunction(
         "qlane_requant_single_s32x4", "mul_by_quantized_multiplier_single", _V32,
@@ -302,20 +342,25 @@ const int64x2_t hi = vrshlq_s64(vmull_s32(vget_high_s32(x), vget_high_s32(m)),
                                 vmovl_s32(vget_high_s32(post)));
 return vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi));
 """,
-        isas=("neon",), vector=True, detail="per lane, any -31 <= shift <= 30",
-        notes={"neon": "VMULL.S32, VRSHL.S64 by shift - 31, VQMOVN.S64"},
+        overrides={"mve": _REQUANT_SINGLE_MVE},
+        isas=("neon", "mve"), vector=True, detail="per lane, any -31 <= shift <= 30",
+        notes={"neon": "VMULL.S32, VRSHL.S64 by shift - 31, VQMOVN.S64",
+               "mve": "no 64-bit lanes: VQDMULH high part, VMUL and VAND low 31 bits, carry "
+               "VRSHL by shift - 31, VQSHL + VQADD, VRSHL by min(shift, 0), exactly "
+               "sim.simd.requantize_mve (single)"},
     ),
     CFunction(
         "qlane_requant_single_neg_s32x4", "mul_by_quantized_multiplier_single", _V32,
         ((_V32, "x"), (_V32, "m"), (_V32, "shift")),
         "return vrshlq_s32(vqdmulhq_s32(x, m), shift);",
-        isas=("neon",), vector=True, detail="per lane, every -31 <= shift <= -1",
-        notes={"neon": "VQDMULH then VRSHL by shift (TFLite's single-rounding NEON path)"},
+        isas=("neon", "mve"), vector=True, detail="per lane, every -31 <= shift <= -1",
+        notes={"neon": "VQDMULH then VRSHL by shift (TFLite's single-rounding NEON path)",
+               "mve": "VQDMULH then VRSHL by shift (CMSIS-NN's single-rounding MVE path)"},
     ),
     CFunction(
         "qlane_saturate_s32x4", "saturate", _V32, ((_V32, "x"), (_V32, "lo"), (_V32, "hi")),
         "return vminq_s32(vmaxq_s32(x, lo), hi);",
-        isas=("neon",), vector=True, detail="per lane, lo <= hi",
+        isas=("neon", "mve"), vector=True, detail="per lane, lo <= hi",
     ),
     CFunction(
         "qlane_narrow_s16x8", "saturate", "int16x8_t", ((_V32, "a"), (_V32, "b")),
@@ -360,7 +405,7 @@ def _env() -> jinja2.Environment:
 
 
 def render_fixedpoint_header(isa: str) -> str:
-    """The text of qlane_fixedpoint.h for ``isa`` ("c", "dsp" or "neon")."""
+    """The text of qlane_fixedpoint.h for ``isa`` (a tag of `qlane.codegen.isa.ISAS`)."""
     functions = [
         {"comment": f.comment(isa), "signature": f.signature, "body": f.body_for(isa)}
         for f in functions_for(isa)
@@ -393,7 +438,8 @@ def write_header_files(isa: str, directory: str | Path) -> list[Path]:
 
 
 def host_include_dirs(isa: str) -> list[str]:
-    """Extra include directories a host build of ``isa`` code needs (SIMDe for NEON on x86)."""
+    """Extra include directories a host build of ``isa`` code needs (SIMDe for NEON on x86;
+    none for MVE, whose qlane_mve.h has portable versions)."""
     _check_isa(isa)
     return _REGISTRY[isa].host_include_dirs()
 

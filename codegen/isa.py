@@ -1,8 +1,8 @@
 """The registry of kernel ISAs and of the machines that run them.
 
-An `Isa` is what a kernel is written in (portable C, Cortex-M DSP, NEON): its tag in kernel
-symbols, the headers its projects carry, how a host build compiles it (the host shim and its
-include directories), whether its primitives have vector spellings, and the machines whose
+An `Isa` is what a kernel is written in (portable C, Cortex-M DSP, Helium, NEON): its tag in
+kernel symbols, the headers its projects carry, how a host build compiles it (the host shim and
+its include directories), whether its primitives have vector spellings, and the machines whose
 instruction set runs it. An `Arch` is an instruction set of a cross build (Thumb-2, AArch64): the
 zig target prefix, the linker script, the emulator backend and its register conventions, the
 instruction decoder, and llvm-mca's triple. Adding an ISA is one entry here plus its lowerings and
@@ -59,6 +59,11 @@ class Arch:
 
 
 ISAS: dict[str, Isa] = {
+    "mve": Isa("mve", "Helium (M-profile Vector Extension, Armv8.1-M: Cortex-M55/M85): 128-bit "
+               "vectors, VMLADAVA dot products, tail predication",
+               headers=("qlane_acle.h", "qlane_mve.h"),
+               host_shim="portable C versions in qlane_acle.h and qlane_mve.h", vector=True,
+               machines=("thumb",), native_macro="__ARM_FEATURE_MVE"),
     "dsp": Isa("dsp", "Cortex-M DSP extension: SIMD32 (SMLAD, SXTB16, QADD8), SSAT/USAT",
                headers=("qlane_acle.h",), host_shim="portable C versions in qlane_acle.h",
                vector=False, machines=("thumb",), native_macro="__ARM_FEATURE_DSP"),

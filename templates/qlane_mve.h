@@ -37,7 +37,7 @@
 #else /* portable C99 versions */
 
 #include <stdint.h>
-#include <string.h>
+#include <stddef.h>
 
 typedef struct { int8_t val[16]; } int8x16_t;
 typedef struct { uint8_t val[16]; } uint8x16_t;
@@ -46,6 +46,16 @@ typedef struct { uint16_t val[8]; } uint16x8_t;
 typedef struct { int32_t val[4]; } int32x4_t;
 typedef struct { uint32_t val[4]; } uint32x4_t;
 typedef uint16_t mve_pred16_t;
+
+/* n bytes from s to d (the reinterpret casts; no <string.h>, whose memcpy a generated layer
+ * maps to the compiler's builtin by a macro) */
+static inline void qlane_mve_copy(void *d, const void *s, size_t n) {
+    unsigned char *dd = (unsigned char *)d;
+    const unsigned char *ss = (const unsigned char *)s;
+    while (n--) {
+        *dd++ = *ss++;
+    }
+}
 
 /* The int32 / int16 / int8 with the bit pattern of u's low bits (two's complement), without
  * implementation-defined conversion; they compile to nothing. */
@@ -598,84 +608,84 @@ static inline int8x16_t vqmovntq_s16(int8x16_t a, int16x8_t b) {
 /* (no instruction): the 128 bits of an int16x8_t as an int8x16_t, little-endian. */
 static inline int8x16_t vreinterpretq_s8_s16(int16x8_t a) {
     int8x16_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int8x16_t as an int16x8_t, little-endian. */
 static inline int16x8_t vreinterpretq_s16_s8(int8x16_t a) {
     int16x8_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int32x4_t as an int8x16_t, little-endian. */
 static inline int8x16_t vreinterpretq_s8_s32(int32x4_t a) {
     int8x16_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int8x16_t as an int32x4_t, little-endian. */
 static inline int32x4_t vreinterpretq_s32_s8(int8x16_t a) {
     int32x4_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int32x4_t as an int16x8_t, little-endian. */
 static inline int16x8_t vreinterpretq_s16_s32(int32x4_t a) {
     int16x8_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int16x8_t as an int32x4_t, little-endian. */
 static inline int32x4_t vreinterpretq_s32_s16(int16x8_t a) {
     int32x4_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int8x16_t as a uint8x16_t. */
 static inline uint8x16_t vreinterpretq_u8_s8(int8x16_t a) {
     uint8x16_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of a uint8x16_t as an int8x16_t. */
 static inline int8x16_t vreinterpretq_s8_u8(uint8x16_t a) {
     int8x16_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int16x8_t as a uint16x8_t. */
 static inline uint16x8_t vreinterpretq_u16_s16(int16x8_t a) {
     uint16x8_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of a uint16x8_t as an int16x8_t. */
 static inline int16x8_t vreinterpretq_s16_u16(uint16x8_t a) {
     int16x8_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of an int32x4_t as a uint32x4_t. */
 static inline uint32x4_t vreinterpretq_u32_s32(int32x4_t a) {
     uint32x4_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 
 /* (no instruction): the 128 bits of a uint32x4_t as an int32x4_t. */
 static inline int32x4_t vreinterpretq_s32_u32(uint32x4_t a) {
     int32x4_t r;
-    memcpy(&r, &a, sizeof r);
+    qlane_mve_copy(&r, &a, sizeof r);
     return r;
 }
 

@@ -48,6 +48,7 @@ TIERS: dict[str, str] = {
     "test_codegen_c_misc": "hostc",
     "test_codegen_cli": "fast",
     "test_codegen_dsp": "hostc",
+    "test_codegen_mve": "hostc",
     "test_codegen_framework": "fast",
     "test_codegen_neon": "hostc",
     "test_codegen_project": "hostc",

@@ -1,5 +1,6 @@
-"""The C fixed-point primitives (c, dsp, neon via SIMDe) and the portable ACLE header equal
-sim.fixedpoint / sim.simd bit for bit, compile warning-free and run UBSan-clean."""
+"""The C fixed-point primitives (c, dsp, neon via SIMDe, mve via the portable qlane_mve.h) and
+the portable ACLE header equal sim.fixedpoint / sim.simd bit for bit, compile warning-free and
+run UBSan-clean."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from qlane.sim import transcendental as tr
 from qlane.sim.simd import INSTRUCTIONS, pack, unpack
 
 INT32_MIN, INT32_MAX = fp.INT32_MIN, fp.INT32_MAX
-ISAS = ("c", "dsp", "neon")
+ISAS = ("c", "dsp", "neon", "mve")  # the order seeds the random values
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror"]
 N_RANDOM = 100_000
 CTYPES = {np.dtype(t): c for t, c in [(np.int32, "int32_t"), (np.uint32, "uint32_t"),
@@ -147,8 +148,23 @@ def _harness(prefix: str, fns: dict[str, Fn]) -> tuple[str, str]:
     return "\n".join(cdef), "\n".join(src)
 
 
+MVE_VECTOR = ("srdhm_v", "rdbpot_v", "requant_double_v", "requant_double_up_v",
+              "requant_single_v", "requant_single_neg_v", "saturate_v")
+"""The VECTOR loops of qlane_fixedpoint.h's MVE functions (the others are NEON's narrowing and
+the intrinsics qlane_neon.h replaces). They load with vld1q_s32, which qlane_mve.h has too, and
+store with its VSTRW.32 spelling vstrwq_s32 (qlane_mve.h has no vst1q_s32)."""
+
+
+def _mve_fn(fn: Fn) -> Fn:
+    return Fn(fn.expr.replace("vst1q_s32(", "vstrwq_s32("), fn.n_in, fn.out, fn.step)
+
+
 def _fns(isa: str) -> dict[str, Fn]:
-    return {**SCALAR, **VECTOR} if isa == "neon" else dict(SCALAR)
+    if isa == "neon":
+        return {**SCALAR, **VECTOR}
+    if isa == "mve":
+        return {**SCALAR, **{k: _mve_fn(VECTOR[k]) for k in MVE_VECTOR}}
+    return dict(SCALAR)
 
 
 def _tu(isa: str, include: str) -> tuple[str, str]:
@@ -260,7 +276,8 @@ def _pad(arrays: list[np.ndarray], multiple: int = 8) -> list[np.ndarray]:
 
 
 def primitive_cases(isa: str, kind: str) -> list[Case]:
-    """Every scalar (and, for neon, vector) function on the edge grid or on random values."""
+    """Every scalar (and, for neon and mve, vector) function on the edge grid or on random
+    values."""
     rng = np.random.default_rng(RNG_SEED + ISAS.index(isa) + (0 if kind == "edge" else 10))
     if kind == "edge":
         a, b = srdhm_grid()
@@ -300,10 +317,10 @@ def primitive_cases(isa: str, kind: str) -> list[Case]:
              fp.mul_by_quantized_multiplier_double_ties_up(xd, md, sd)),
     ]
     cases += helper_cases(rng, kind)
-    if isa == "neon":
+    if isa in ("neon", "mve"):
         neg = ss < 0
         xn, mn, sn = _pad([xs[neg], ms[neg], ss[neg]])
-        cases += [
+        vector = [
             Case("srdhm_v", (a, b), i32, cases[0].expected),
             Case("rdbpot_v", (x, -e), i32, cases[1].expected),
             Case("requant_double_v", (xd, md, np.maximum(sd, 0), np.minimum(sd, 0)), i32,
@@ -318,6 +335,8 @@ def primitive_cases(isa: str, kind: str) -> list[Case]:
             Case("narrow_s8", (sat,), np.dtype(np.int8), cases[5].expected),
             Case("narrow_u8", (sat,), np.dtype(np.uint8), cases[6].expected),
         ]
+        cases += [c for c in vector if c.fn in _fns(isa)]
+    if isa == "neon":
         cases += intrinsic_cases(a, b, rng, kind)
     return cases
 
@@ -549,6 +568,7 @@ def test_known_values(build_root: Path) -> None:
 
 
 def test_every_primitive_has_a_c_spelling_per_isa() -> None:
+    assert set(ISAS) == set(cprims.ISAS), "a registered ISA without a harness here"
     for name in fp.PRIMITIVES:
         for isa in ISAS:
             assert cprims.spellings(name, isa), f"{name} has no scalar C spelling on {isa}"
@@ -562,10 +582,21 @@ def test_every_primitive_has_a_c_spelling_per_isa() -> None:
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_harness_calls_every_function(isa: str) -> None:
+    """The harness of an ISA calls each function qlane_fixedpoint.h defines there."""
+    called = {name for fn in _fns(isa).values() for name in re.findall(r"\b(qlane_\w+)\(",
+                                                                         fn.expr)}
+    defined = {f.name for f in cprims.functions_for(isa)}
+    assert defined - called == set()
+    assert called - defined == set()
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_header_text(isa: str) -> None:
     files = cprims.header_files(isa)
     expected = {"c": {"qlane_fixedpoint.h"}, "dsp": {"qlane_fixedpoint.h", "qlane_acle.h"},
-                "neon": {"qlane_fixedpoint.h", "qlane_neon.h"}}[isa]
+                "neon": {"qlane_fixedpoint.h", "qlane_neon.h"},
+                "mve": {"qlane_fixedpoint.h", "qlane_acle.h", "qlane_mve.h"}}[isa]
     assert set(files) == expected
     text = files["qlane_fixedpoint.h"]
     assert text.splitlines()[0] == (
@@ -580,13 +611,19 @@ def test_header_text(isa: str) -> None:
         assert prim.instruction[:40] in comment
     names = re.findall(r"static inline \w+ (qlane_\w+)\(", text)
     assert names == ["qlane_wrap_s32"] + [f.name for f in cprims.functions_for(isa)]
-    assert ("__ssat(x, 8)" in text) == (isa == "dsp")
-    assert ("return vqrdmulhq_s32(a, b);" in text) == (isa == "neon")
+    assert ("__ssat(x, 8)" in text) == (isa in ("dsp", "mve"))  # mve: the dsp fallback
+    assert ("return vqrdmulhq_s32(a, b);" in text) == (isa in ("neon", "mve"))
+    if isa == "mve":  # only intrinsics qlane_mve.h defines (portably), no 64-bit lanes
+        used = set(re.findall(r"\b(v[a-z0-9]+q\w*)\(", text))
+        mve = files["qlane_mve.h"]
+        defined = set(re.findall(r"^static inline [\w ]+? \**(v\w+)\(", mve, re.M))
+        assert used and used <= defined, used - defined
+        assert "int64x2_t" not in text and "vqmovn" not in text
 
 
 def test_unknown_isa() -> None:
     with pytest.raises(ValueError, match="unknown ISA"):
-        cprims.render_fixedpoint_header("mve")
+        cprims.render_fixedpoint_header("sve")
 
 
 def test_neon_header_switches_on_arm_macros() -> None:
@@ -595,6 +632,8 @@ def test_neon_header_switches_on_arm_macros() -> None:
     assert "#include <arm_neon.h>" in text and "#include <simde/arm/neon.h>" in text
     acle = cprims.header_files("dsp")["qlane_acle.h"]
     assert "#include <arm_acle.h>" in acle and "__ARM_FEATURE_DSP" in acle
+    mve = cprims.header_files("mve")["qlane_mve.h"]
+    assert "#include <arm_mve.h>" in mve and "__ARM_FEATURE_MVE" in mve
 
 
 # --- SIMDe and the cffi helper ----------------------------------------------------------------
@@ -635,7 +674,7 @@ def test_build_cffi_module_caches_by_content(tmp_path: Path) -> None:
 
 # --- strict compile and UBSan ------------------------------------------------------------------
 
-_TUS = ("c", "dsp", "neon", "acle")
+_TUS = (*ISAS, "acle")  # mve's own TU: its portable int32x4_t must not meet SIMDe's
 
 
 def _write_sources(root: Path) -> list[Path]:

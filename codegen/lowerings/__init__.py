@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (modules register their lowerings on import)
     dsp,
     dsp_add,
     elementwise,
+    mve,
     neon,
     pool,
     quantize,

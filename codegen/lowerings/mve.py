@@ -1,0 +1,87 @@
+"""Helium (MVE, Armv8.1-M: Cortex-M55 / M85) lowerings: 1x1 CONV_2D and FULLY_CONNECTED with
+int8 weights as VMLADAVA dot products.
+
+Every constant comes from the prepared simulator kernel. The input zero point is folded into
+the bias, the weights are raw int8 rows (symmetric per-channel quantization, the int8 scheme);
+requantization goes through the ``qlane_requant_*_s32x4`` primitives of ``qlane_fixedpoint.h``
+(`qlane.sim.simd.requantize_mve` is their lane model). Layers the kernel does not fit raise
+:class:`Unsupported` with the reason, and the next ISA (the DSP kernels, then portable C) takes
+over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from qlane.sim.ops.conv import Conv2D, FullyConnected
+
+from ..lowering import Const, Context, LayerCode, Unsupported, lowering
+from ..names import window_tag
+from .neon import _dtype, _fixed_requantizer, _layer_requant, _out_stage, _pad, _types, _wrap32
+
+GEMM_CHANNELS = 4
+"""Output channels per tile: one int32x4 requantization."""
+
+GEMM_PIXELS = 2
+"""Pixels per tile: each weight vector loaded once feeds this many VMLADAVA."""
+
+
+def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int) -> LayerCode:
+    """templates/mve/gemm.c.j2 over ``pixels`` rows of K int8 inputs (row stride K) and the
+    [K, N] weights ``wmat`` (minus their zero point)."""
+    sim = ctx.sim
+    dt = _dtype(ctx)
+    if dt != np.int8:
+        raise Unsupported("uint8 layer (the MVE GEMM takes the int8 scheme)")
+    if sim.qw.per_axis and np.any(sim.qw.zero_point) or not sim.qw.per_axis and sim.qw.zp:
+        raise Unsupported("weights with a zero point")
+    req = _fixed_requantizer(sim)
+    k, n = wmat.shape
+    if wmat.min(initial=0) < -128 or wmat.max(initial=0) > 127:
+        raise Unsupported("weights outside int8")
+    zi = int(sim.qi.zp)
+    # sum (x - zi) w = sum x w - zi sum w: the second term joins the bias (modulo 2^32, as the
+    # kernel's int32 sums wrap)
+    bias = _wrap32(np.asarray(req.bias, np.int64) - zi * wmat.sum(axis=0))
+    n4 = -(-n // GEMM_CHANNELS) * GEMM_CHANNELS
+    rows = np.zeros((n4, k), np.int64)
+    rows[:n] = wmat.T
+    rq, rq_consts = _layer_requant(req, n4)
+    consts = [
+        Const("w", rows.reshape(-1).astype(np.int8),
+              f"weights, one row of K={k} per output channel ({n} padded to {n4} with zeros)"),
+        Const("bias", _pad(bias, n4, 0),
+              f"bias - input zero point ({zi}) x the channel's weight sum, int32 wrap"),
+        *rq_consts,
+    ]
+    params: dict[str, Any] = dict(
+        **_types(dt), **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq,
+        K=k, K16=k // 16, KT=k % 16, N=n, N4=n4, NFULL=n // GEMM_CHANNELS * GEMM_CHANNELS,
+        NT=n % GEMM_CHANNELS, P=pixels, PX=GEMM_PIXELS,
+    )
+    return LayerCode(template="mve/gemm.c.j2", op=op, variant=variant,
+                     tile=f"{GEMM_PIXELS}x{GEMM_CHANNELS}", params=params, consts=consts)
+
+
+@lowering("CONV_2D", isa="mve")
+def conv2d_mve(ctx: Context) -> LayerCode:
+    """1x1 stride-1 CONV_2D without padding: every pixel's channels are one GEMM row."""
+    sim = ctx.sim
+    assert isinstance(sim, Conv2D)
+    win = sim.win
+    if not win.is_identity():
+        raise Unsupported("not a 1x1 stride-1 convolution (the MVE GEMM reads rows)")
+    b, _, _, _ = sim.x.shape
+    return _gemm(ctx, "conv2d", window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw),
+                 np.asarray(sim.wmat_int, np.int64), b * win.oh * win.ow)
+
+
+@lowering("FULLY_CONNECTED", isa="mve")
+def fully_connected_mve(ctx: Context) -> LayerCode:
+    """FULLY_CONNECTED: each input row is one GEMM row."""
+    sim = ctx.sim
+    assert isinstance(sim, FullyConnected)
+    wmat = np.asarray(sim.wmat_int, np.int64)
+    return _gemm(ctx, "fc", f"n{sim.units}d{sim.depth}", wmat, int(sim.rows))

@@ -1,0 +1,131 @@
+"""Helium (MVE) kernels against the simulator, on the host through the portable qlane_mve.h.
+
+The Cortex-M55 / M85 targets come with the QEMU tier; until then a Cortex-M7 target whose kernel
+ISAs are ("mve", "dsp", "c") drives the lowerings, so that the MVE kernels, and the DSP and C
+kernels beside them, compile and run exactly as on an M55 with the portable headers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_codegen_dsp import Layers
+
+from qlane.codegen import qemu
+from qlane.codegen.emit import generate
+from qlane.codegen.names import parse_symbol
+from qlane.codegen.targets import Target, load_target
+from qlane.codegen.verify import verify
+from qlane.sim.interpreter import Interpreter
+
+
+def _mve_target() -> Target:
+    t = load_target("cortex-m7")
+    return dataclasses.replace(t, name="mve-host", isa=("mve", "dsp", "c"),
+                               features={**t.features, "mve": True})
+
+
+def _layers(lay: Layers) -> None:
+    """1x1 convolutions and fully connected layers: K with and without a 16-byte tail, channel
+    counts with and without a 4-channel tail, odd pixel counts, RELU onto the zero point,
+    a wrapping bias, per-tensor int8 weights, and uint8 ones (which the DSP kernel takes)."""
+    for i, (cin, cout, hw) in enumerate([(16, 8, (2, 3)), (7, 5, (3, 3)), (33, 12, (1, 5)),
+                                         (64, 6, (2, 2)), (130, 9, (3, 1))]):
+        lay.conv("int8", 1 + i % 2, hw, cin, cout, (1, 1))
+    lay.conv("int8", 1, (4, 5), 24, 7, (1, 1), activation="RELU", zp_out=-128)
+    lay.conv("int8", 1, (2, 3), 9, 4, (1, 1), bias="wrap")
+    lay.conv("int8", 1, (3, 3), 20, 6, (1, 1), per_channel=False)
+    lay.fc("int8", (1, 256), 10)
+    lay.fc("int8", (3, 37), 17)
+    lay.conv("uint8", 1, (2, 3), 12, 5, (1, 1))
+    lay.conv("int8", 1, (5, 5), 3, 8, (3, 3), (2, 2))  # not 1x1: the DSP kernel
+
+
+def test_mve_gemm_layers_bit_exact_on_the_host() -> None:
+    lay = Layers(41)
+    _layers(lay)
+    graph = lay.graph("mve_gemm")
+    target = _mve_target()
+    project = generate(graph, target, name="m")
+    isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
+    # every int8 1x1 conv and FC is MVE; the uint8 conv and the 3x3 one fall back to the DSP
+    assert isas == ["mve"] * 10 + ["dsp", "dsp"], isas
+    report = verify(graph, target, lay.data)
+    bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
+           for r in report.layers if not r.bit_exact]
+    assert not bad, "\n".join(bad)
+    assert report.model_bit_exact
+
+
+def test_mve_gemm_packs_rows_and_folds_the_input_zero_point() -> None:
+    lay = Layers(5)
+    lay.conv("int8", 1, (2, 2), 19, 6, (1, 1))
+    graph = lay.graph("mve_pack")
+    project = generate(graph, _mve_target(), name="m")
+    kernel = project.layers[0].kernel
+    consts = {c.suffix: c.values for c in kernel.consts}
+    sim = Interpreter(graph).kernels[0]
+    sim_w = np.asarray(sim.wmat_int, np.int64)  # [K, N]
+    rows = np.asarray(consts["w"], np.int64).reshape(8, 19)
+    np.testing.assert_array_equal(rows[:6], sim_w.T)
+    assert not rows[6:].any()
+    zi = int(sim.qi.zp)
+    bias = np.asarray(sim.requant.bias, np.int64) - zi * sim_w.sum(axis=0)
+    np.testing.assert_array_equal(np.asarray(consts["bias"][:6], np.int64),
+                                  ((bias + 2**31) % 2**32) - 2**31)
+    assert kernel.params["K16"] == 1 and kernel.params["KT"] == 3
+
+
+def _carray(name: str, values: np.ndarray) -> str:
+    body = ", ".join(str(int(v)) for v in values.reshape(-1))
+    return f"static const int8_t {name}[{values.size}] = {{{body}}};\n"
+
+
+@pytest.mark.isa
+def test_mve_gemm_layers_bit_exact_on_the_cortex_m55(tmp_path: Path) -> None:
+    """The same layers built for the Cortex-M55 with the real arm_mve.h (zig) and run on QEMU's
+    mps3-an547 model: every output byte of every layer and sample equals the simulator's."""
+    reason = qemu.available()
+    if reason:
+        pytest.skip(reason)
+    lay = Layers(41)
+    _layers(lay)
+    graph = lay.graph("mve_gemm")
+    project = generate(graph, _mve_target(), name="m")
+    for fname, text in project.files.items():
+        if fname.endswith((".h", ".c")) and (fname.startswith("m_l") or fname.startswith("qlane_")
+                                           and fname != "qlane_rt.c"):
+            (tmp_path / fname).write_text(text)
+    outputs = Interpreter(graph).run(lay.data).outputs
+    scratch = max(layer.kernel.scratch_bytes for layer in project.layers)
+    src = ["#include <stdint.h>\n", "void qlane_semihost_write0(const char *s);\n",
+           f"static int8_t scratch[{scratch + 16}] __attribute__((aligned(16)));\n"]
+    calls = []
+    for i, layer in enumerate(project.layers):
+        fn = layer.symbol
+        src.append(f"void {fn}(const void *const in[], void *const out[], void *scratch);\n")
+        x, want = lay.data[i], outputs[i]
+        for s in range(x.shape[0]):
+            src.append(_carray(f"x{i}_{s}", x[s].view(np.int8)))
+            src.append(_carray(f"y{i}_{s}", want[s].view(np.int8)))
+            n = want[s].size
+            calls.append(f"""    {{
+        static int8_t got[{n}];
+        const void *in[1] = {{x{i}_{s}}};
+        void *out[1] = {{got}};
+        {fn}(in, out, scratch);
+        for (int j = 0; j < {n}; ++j) bad += got[j] != y{i}_{s}[j];
+    }}
+""")
+    src.append("int main(void)\n{\n    int bad = 0;\n" + "".join(calls)
+               + '    qlane_semihost_write0(bad ? "mismatch\\n" : "ok\\n");\n'
+               + "    return bad > 250 ? 250 : bad;\n}\n")
+    (tmp_path / "harness.c").write_text("".join(src))
+    sources = [tmp_path / "harness.c", *sorted(tmp_path.glob("m_l*.c"))]
+    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path])
+    run = qemu.run(elf, timeout_s=120)
+    assert run.console.strip() == "ok" and run.exit_code == 0, (run.exit_code, run.console)
+    assert run.instructions > 0
