@@ -60,7 +60,7 @@ def test_mve_gemm_layers_bit_exact_on_the_host() -> None:
     assert report.model_bit_exact
 
 
-def test_mve_gemm_packs_rows_and_folds_the_input_zero_point() -> None:
+def test_mve_gemm_packs_weights_in_loop_order_and_folds_the_input_zero_point() -> None:
     lay = Layers(5)
     lay.conv("int8", 1, (2, 2), 19, 6, (1, 1))
     graph = lay.graph("mve_pack")
@@ -69,9 +69,11 @@ def test_mve_gemm_packs_rows_and_folds_the_input_zero_point() -> None:
     consts = {c.suffix: c.values for c in kernel.consts}
     sim = Interpreter(graph).kernels[0]
     sim_w = np.asarray(sim.wmat_int, np.int64)  # [K, N]
-    rows = np.asarray(consts["w"], np.int64).reshape(8, 19)
-    np.testing.assert_array_equal(rows[:6], sim_w.T)
-    assert not rows[6:].any()
+    # per 4 channels, per 16 inputs (19 -> 2 chunks, zero-padded), the 4 channels' 16 bytes
+    packed = np.asarray(consts["w"], np.int64).reshape(2, 2, 4, 16)
+    rows = packed.transpose(0, 2, 1, 3).reshape(8, 32)
+    np.testing.assert_array_equal(rows[:6, :19], sim_w.T)
+    assert not rows[6:].any() and not rows[:, 19:].any()
     zi = int(sim.qi.zp)
     bias = np.asarray(sim.requant.bias, np.int64) - zi * sim_w.sum(axis=0)
     np.testing.assert_array_equal(np.asarray(consts["bias"][:6], np.int64),

@@ -46,19 +46,23 @@ def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int) ->
     # kernel's int32 sums wrap)
     bias = _wrap32(np.asarray(req.bias, np.int64) - zi * wmat.sum(axis=0))
     n4 = -(-n // GEMM_CHANNELS) * GEMM_CHANNELS
-    rows = np.zeros((n4, k), np.int64)
-    rows[:n] = wmat.T
+    kc = -(-k // 16)  # 16-byte chunks of a row, the last zero-padded
+    rows = np.zeros((n4, kc * 16), np.int64)
+    rows[:n, :k] = wmat.T
+    # in loop order: per group of 4 channels, per chunk, the 4 channels' 16 bytes
+    packed = rows.reshape(n4 // GEMM_CHANNELS, GEMM_CHANNELS, kc, 16).transpose(0, 2, 1, 3)
     rq, rq_consts = _layer_requant(req, n4)
     consts = [
-        Const("w", rows.reshape(-1).astype(np.int8),
-              f"weights, one row of K={k} per output channel ({n} padded to {n4} with zeros)"),
+        Const("w", packed.reshape(-1).astype(np.int8),
+              f"weights in loop order: per 4 output channels ({n} padded to {n4}), per 16 of "
+              f"the K={k} inputs (the last zero-padded), the 4 channels' 16 bytes"),
         Const("bias", _pad(bias, n4, 0),
               f"bias - input zero point ({zi}) x the channel's weight sum, int32 wrap"),
         *rq_consts,
     ]
     params: dict[str, Any] = dict(
         **_types(dt), **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq,
-        K=k, K16=k // 16, KT=k % 16, N=n, N4=n4, NFULL=n // GEMM_CHANNELS * GEMM_CHANNELS,
+        K=k, K16=k // 16, KT=k % 16, KC=kc, N=n, N4=n4, NFULL=n // GEMM_CHANNELS * GEMM_CHANNELS,
         NT=n % GEMM_CHANNELS, P=pixels, PX=GEMM_PIXELS,
     )
     return LayerCode(template="mve/gemm.c.j2", op=op, variant=variant,
