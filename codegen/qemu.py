@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from qlane.errors import QlaneError
@@ -54,6 +55,8 @@ FAULT_EXIT = 254
 
 RUNTIME_DIR = Path(__file__).with_name("qemu_m55")
 STARTUP = RUNTIME_DIR / "startup.c"
+RUNTIME = Path(str(resources.files("qlane.templates") / "qlane_rt.c"))
+"""memcpy, memmove, memset and memcmp: the runtime of the generated projects."""
 LINK_SCRIPT = RUNTIME_DIR / "link.ld"
 PLUGIN_SOURCE = Path(__file__).with_name("qemu_count.c")
 
@@ -206,15 +209,23 @@ def build_m55(sources: Sequence[Path | str], out: Path | str,
     ``cpu``); the image's ``main()`` return value becomes QEMU's exit code."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [*zig_command(), "cc", "-target", ZIG_TARGET, f"-mcpu={cpu}", *BASE_CFLAGS, *cflags,
-           *(f"-I{d}" for d in include_dirs), "-T", str(LINK_SCRIPT), "-Wl,--entry=Reset_Handler",
-           *(str(s) for s in sources), str(STARTUP), "-o", str(out)]
+    base = [*zig_command(), "cc", "-target", ZIG_TARGET, f"-mcpu={cpu}", *BASE_CFLAGS]
+    # the generated projects' string.h runtime, without builtins (its loops must not become
+    # calls to themselves)
+    runtime = out.with_name(f"{out.stem}.qlane_rt.o")
+    _build(out, cpu, [*base, "-O2", "-fno-builtin", "-c", str(RUNTIME), "-o", str(runtime)])
+    _build(out, cpu, [*base, *cflags, *(f"-I{d}" for d in include_dirs), "-T", str(LINK_SCRIPT),
+                      "-Wl,--entry=Reset_Handler", *(str(s) for s in sources), str(STARTUP),
+                      str(runtime), "-o", str(out)])
+    return out
+
+
+def _build(out: Path, cpu: str, cmd: list[str]) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         log = res.stderr + res.stdout
         raise QemuError(f"M55 build of {out.name} (-mcpu={cpu}) failed: {_first_error(log)}",
                         log)
-    return out
 
 
 def parse_counts(text: str) -> tuple[dict[int, tuple[int, int]], int]:

@@ -864,13 +864,16 @@ def _smlal(acc, a, b):
 # --- requantization composed from lane operations ------------------------------------------------
 
 
-def _lane_vector(v, like: np.ndarray, what: str) -> np.ndarray:
-    """A scalar or per-lane int32 operand broadcast to the shape of ``like``."""
+def _lane_vector(v, like: np.ndarray, what: str,
+                 registry: dict[str, Instruction] | None = None) -> np.ndarray:
+    """A scalar (VDUP of ``registry``: NEON's by default) or per-lane int32 operand broadcast to
+    the shape of ``like``."""
     a = np.asarray(v, np.int64)
     if np.any((a < INT32_MIN) | (a > INT32_MAX)):
         raise ValueError(f"{what} must fit int32")
     if a.ndim == 0:
-        return np.broadcast_to(INSTRUCTIONS["vdupq_n_s32"](a.astype(np.int32)), like.shape)
+        vdup = (INSTRUCTIONS if registry is None else registry)["vdupq_n_s32"]
+        return np.broadcast_to(vdup(a.astype(np.int32)), like.shape)
     return np.ascontiguousarray(np.broadcast_to(a.astype(np.int32), like.shape))
 
 
@@ -1420,16 +1423,6 @@ for _name, _ins, _mn, _meaning, _sat_text in (
                   lanes=_ins[-1].lanes)(_addv(len(_ins) == 2))
 
 
-def _mve_lane_vector(v, like: np.ndarray, what: str) -> np.ndarray:
-    """A scalar (VDUP) or per-lane int32 operand broadcast to the shape of ``like``."""
-    a = np.asarray(v, np.int64)
-    if np.any((a < INT32_MIN) | (a > INT32_MAX)):
-        raise ValueError(f"{what} must fit int32")
-    if a.ndim == 0:
-        return np.broadcast_to(MVE_INSTRUCTIONS["vdupq_n_s32"](a.astype(np.int32)), like.shape)
-    return np.ascontiguousarray(np.broadcast_to(a.astype(np.int32), like.shape))
-
-
 def requantize_mve(
     acc: np.ndarray,
     multiplier,
@@ -1473,7 +1466,7 @@ def requantize_mve(
     if rounding == "single":
         if np.any((s < -31) | (s > 30)):
             raise ValueError("single rounding needs shift in [-31, 30]")
-        m = _mve_lane_vector(multiplier, acc, "multiplier")
+        m = _lane_vector(multiplier, acc, "multiplier", MVE_INSTRUCTIONS)
         high = op["vqdmulhq_s32"](acc, m)
         if np.all(s < 0):
             return op["vrshlq_s32"](high, right)
@@ -1496,7 +1489,7 @@ def requantize_mve(
             raise ValueError("multiplier must fit int32")
         x = op["vqrdmulhq_n_s32"](x, np.broadcast_to(np.int32(m), x.shape[:-1]))
     else:
-        x = op["vqrdmulhq_s32"](x, _mve_lane_vector(multiplier, acc, "multiplier"))
+        x = op["vqrdmulhq_s32"](x, _lane_vector(multiplier, acc, "multiplier", MVE_INSTRUCTIONS))
     if fixup:
         x = op["vqaddq_s32"](x, op["vshrq_n_s32"](op["vandq_s32"](x, right), 31))
     return op["vrshlq_s32"](x, right)

@@ -5,8 +5,8 @@
  * - reset: FPU and MVE enabled, .bss zeroed, main() called, its return value the exit code;
  * - semihosting (bkpt 0xAB): qlane_semihost_write0() prints a string on QEMU's console,
  *   qlane_exit() ends QEMU with an exit code (SYS_EXIT_EXTENDED);
- * - memcpy, memmove, memset and memcmp for what the compiler still calls. Build this file with
- *   -ffreestanding (implies -fno-builtin) so those loops are not turned into calls to themselves.
+ * memcpy, memmove, memset and memcmp come from the generated projects' runtime,
+ * templates/qlane_rt.c, linked beside it (qlane.codegen.qemu.build_m55).
  *
  * A program declares what it uses:
  *     void qlane_semihost_write0(const char *s);
@@ -24,10 +24,6 @@ void qlane_fault_handler(void);
 void qlane_fault_report(const uint32_t *frame, uint32_t ipsr);
 void qlane_semihost_write0(const char *s);
 void qlane_exit(int code) __attribute__((noreturn));
-void *memcpy(void *restrict dst, const void *restrict src, size_t n);
-void *memmove(void *dst, const void *src, size_t n);
-void *memset(void *dst, int c, size_t n);
-int memcmp(const void *a, const void *b, size_t n);
 
 typedef void (*qlane_vector)(void);
 
@@ -108,67 +104,4 @@ void qlane_fault_report(const uint32_t *frame, uint32_t ipsr)
     qlane_semihost_write0(pc);
     qlane_semihost_write0("\n");
     qlane_exit(QLANE_FAULT_EXIT);
-}
-
-/* ---- string.h functions (word at a time when both pointers are word aligned) ---- */
-
-typedef uint32_t __attribute__((may_alias)) qlane_word;
-#define QLANE_ALIGNED(a, b) (((((uintptr_t)(a)) | ((uintptr_t)(b))) & 3u) == 0u)
-
-void *memcpy(void *restrict dst, const void *restrict src, size_t n)
-{
-    unsigned char *d = (unsigned char *)dst;
-    const unsigned char *s = (const unsigned char *)src;
-    if (QLANE_ALIGNED(d, s)) {
-        for (; n >= 4u; n -= 4u, d += 4, s += 4) {
-            *(qlane_word *)d = *(const qlane_word *)s;
-        }
-    }
-    while (n--) {
-        *d++ = *s++;
-    }
-    return dst;
-}
-
-void *memmove(void *dst, const void *src, size_t n)
-{
-    unsigned char *d = (unsigned char *)dst;
-    const unsigned char *s = (const unsigned char *)src;
-    if ((uintptr_t)d <= (uintptr_t)s || (uintptr_t)d >= (uintptr_t)s + n) {
-        return memcpy(dst, src, n); /* a forward copy clobbers nothing it still has to read */
-    }
-    d += n;
-    s += n;
-    while (n--) {
-        *--d = *--s;
-    }
-    return dst;
-}
-
-void *memset(void *dst, int c, size_t n)
-{
-    unsigned char *d = (unsigned char *)dst;
-    const unsigned char b = (unsigned char)c;
-    if (QLANE_ALIGNED(d, 0)) {
-        const qlane_word w = (qlane_word)b * 0x01010101u;
-        for (; n >= 4u; n -= 4u, d += 4) {
-            *(qlane_word *)d = w;
-        }
-    }
-    while (n--) {
-        *d++ = b;
-    }
-    return dst;
-}
-
-int memcmp(const void *a, const void *b, size_t n)
-{
-    const unsigned char *x = (const unsigned char *)a;
-    const unsigned char *y = (const unsigned char *)b;
-    for (; n; --n, ++x, ++y) {
-        if (*x != *y) {
-            return (int)*x - (int)*y;
-        }
-    }
-    return 0;
 }
