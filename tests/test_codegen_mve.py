@@ -87,9 +87,11 @@ def _carray(name: str, values: np.ndarray) -> str:
 
 
 @pytest.mark.isa
-def test_mve_gemm_layers_bit_exact_on_the_cortex_m55(tmp_path: Path) -> None:
-    """The same layers built for the Cortex-M55 with the real arm_mve.h (zig) and run on QEMU's
-    mps3-an547 model: every output byte of every layer and sample equals the simulator's."""
+@pytest.mark.parametrize("cpu", [qemu.DEFAULT_CPU, "cortex_m85+mve_fp+fp_armv8d16"])
+def test_mve_gemm_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, cpu: str) -> None:
+    """The same layers built with the real arm_mve.h (zig; tuned for the Cortex-M55, and for the
+    M85, whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55:
+    every output byte of every layer and sample equals the simulator's."""
     reason = qemu.available()
     if reason:
         pytest.skip(reason)
@@ -127,7 +129,7 @@ def test_mve_gemm_layers_bit_exact_on_the_cortex_m55(tmp_path: Path) -> None:
                + "    return bad > 250 ? 250 : bad;\n}\n")
     (tmp_path / "harness.c").write_text("".join(src))
     sources = [tmp_path / "harness.c", *sorted(tmp_path.glob("m_l*.c"))]
-    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path])
+    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path], cpu=cpu)
     run = qemu.run(elf, timeout_s=120)
     assert run.console.strip() == "ok" and run.exit_code == 0, (run.exit_code, run.console)
     assert run.instructions > 0
