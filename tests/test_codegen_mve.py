@@ -1,4 +1,5 @@
-"""Helium (MVE) kernels against the simulator, on the host through the portable qlane_mve.h.
+"""Helium (MVE) kernels against the simulator, on the host through the portable qlane_mve.h and
+on QEMU's Cortex-M55 with the real arm_mve.h.
 
 The Cortex-M55 / M85 targets come with the QEMU tier; until then a Cortex-M7 target whose kernel
 ISAs are ("mve", "dsp", "c") drives the lowerings, so that the MVE kernels, and the DSP and C
@@ -31,7 +32,8 @@ def _mve_target() -> Target:
 def _layers(lay: Layers) -> None:
     """1x1 convolutions and fully connected layers: K with and without a 16-byte tail, channel
     counts with and without a 4-channel tail, odd pixel counts, RELU onto the zero point,
-    a wrapping bias, per-tensor int8 weights, and uint8 ones (which the DSP kernel takes)."""
+    a wrapping bias, per-tensor int8 weights, and uint8 ones (which the DSP kernel takes); and
+    depthwise layers."""
     for i, (cin, cout, hw) in enumerate([(16, 8, (2, 3)), (7, 5, (3, 3)), (33, 12, (1, 5)),
                                          (64, 6, (2, 2)), (130, 9, (3, 1))]):
         lay.conv("int8", 1 + i % 2, hw, cin, cout, (1, 1))
@@ -42,17 +44,26 @@ def _layers(lay: Layers) -> None:
     lay.fc("int8", (3, 37), 17)
     lay.conv("uint8", 1, (2, 3), 12, 5, (1, 1))
     lay.conv("int8", 1, (5, 5), 3, 8, (3, 3), (2, 2))  # not 1x1: the DSP kernel
+    # depthwise: stride 1 and 2, SAME and VALID, 5x5, dilation, batch 2, RELU onto the zero
+    # point; 6 channels (not a multiple of 4) and uint8 take the DSP kernel
+    lay.dwconv("int8", 1, (7, 9), 8, 1, (3, 3))
+    lay.dwconv("int8", 2, (9, 8), 16, 1, (3, 3), (2, 2))
+    lay.dwconv("int8", 1, (8, 7), 12, 1, (5, 5), padding="VALID")
+    lay.dwconv("int8", 1, (9, 9), 4, 1, (3, 3), d=(2, 2))
+    lay.dwconv("int8", 1, (6, 10), 32, 1, (3, 3), activation="RELU", zp_out=-128)
+    lay.dwconv("int8", 1, (5, 5), 6, 1, (3, 3))
+    lay.dwconv("uint8", 1, (5, 6), 8, 1, (3, 3))
 
 
-def test_mve_gemm_layers_bit_exact_on_the_host() -> None:
+def test_mve_layers_bit_exact_on_the_host() -> None:
     lay = Layers(41)
     _layers(lay)
     graph = lay.graph("mve_gemm")
     target = _mve_target()
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
-    # every int8 1x1 conv and FC is MVE; the uint8 conv and the 3x3 one fall back to the DSP
-    assert isas == ["mve"] * 10 + ["dsp", "dsp"], isas
+    # every int8 1x1 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
+    assert isas == ["mve"] * 10 + ["dsp", "dsp"] + ["mve"] * 5 + ["dsp", "dsp"], isas
     report = verify(graph, target, lay.data)
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
            for r in report.layers if not r.bit_exact]
@@ -88,7 +99,7 @@ def _carray(name: str, values: np.ndarray) -> str:
 
 @pytest.mark.isa
 @pytest.mark.parametrize("cpu", [qemu.DEFAULT_CPU, "cortex_m85+mve_fp+fp_armv8d16"])
-def test_mve_gemm_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, cpu: str) -> None:
+def test_mve_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, cpu: str) -> None:
     """The same layers built with the real arm_mve.h (zig; tuned for the Cortex-M55, and for the
     M85, whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55:
     every output byte of every layer and sample equals the simulator's."""

@@ -1,5 +1,5 @@
 """Helium (MVE, Armv8.1-M: Cortex-M55 / M85) lowerings: 1x1 CONV_2D and FULLY_CONNECTED with
-int8 weights as VMLADAVA dot products.
+int8 weights as VMLADAVA dot products; DEPTHWISE_CONV_2D with channels in int32 lanes.
 
 Every constant comes from the prepared simulator kernel. The input zero point is folded into
 the bias, the weights are raw int8 rows (symmetric per-channel quantization, the int8 scheme);
@@ -15,11 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from qlane.sim.ops.conv import Conv2D, FullyConnected
+from qlane.sim.ops.conv import Conv2D, DepthwiseConv2D, FullyConnected
 
 from ..lowering import Const, Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
-from .neon import _dtype, _fixed_requantizer, _layer_requant, _out_stage, _pad, _types, _wrap32
+from .neon import (
+    _dtype,
+    _fixed_requantizer,
+    _geometry,
+    _interior,
+    _layer_requant,
+    _out_stage,
+    _pad,
+    _types,
+    _wrap32,
+)
 
 GEMM_CHANNELS = 4
 """Output channels per tile: one int32x4 requantization."""
@@ -89,3 +99,50 @@ def fully_connected_mve(ctx: Context) -> LayerCode:
     assert isinstance(sim, FullyConnected)
     wmat = np.asarray(sim.wmat_int, np.int64)
     return _gemm(ctx, "fc", f"n{sim.units}d{sim.depth}", wmat, int(sim.rows))
+
+
+DW_CHANNELS = 4
+"""Channels per depthwise vector: four int32 lanes (VLDRB.S32 widens four input bytes)."""
+
+
+@lowering("DEPTHWISE_CONV_2D", isa="mve")
+def depthwise_mve(ctx: Context) -> LayerCode:
+    """Depth multiplier 1, channels a multiple of 4: per tap VLDRB.S32 of four channels of the
+    input and of the filter, VMUL, VADD into int32 lanes; two output pixels share each filter
+    load. The input zero point is folded into the bias; taps in the padding add it back."""
+    sim = ctx.sim
+    assert isinstance(sim, DepthwiseConv2D)
+    dt = _dtype(ctx)
+    if dt != np.int8:
+        raise Unsupported("uint8 layer (the MVE depthwise kernel takes the int8 scheme)")
+    if sim.mult != 1:
+        raise Unsupported(f"depth multiplier {sim.mult} (only 1)")
+    g = _geometry(sim)
+    c = g["C"]
+    if c % DW_CHANNELS:
+        raise Unsupported(f"{c} channels (a multiple of {DW_CHANNELS})")
+    req = _fixed_requantizer(sim)
+    win = sim.win
+    taps = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(win.kh * win.kw, c)
+    if taps.min(initial=0) < -128 or taps.max(initial=0) > 127:
+        raise Unsupported("weights outside int8")
+    zi = int(sim.qi.zp)
+    bias = _wrap32(np.asarray(req.bias, np.int64) - zi * taps.sum(axis=0))
+    rq, rq_consts = _layer_requant(req, c)
+    oy = _interior(win.oh, win.sh, win.top, win.kh, win.dh, g["H"])
+    ox = _interior(win.ow, win.sw, win.left, win.kw, win.dw, g["W"])
+    consts = [
+        Const("w", taps.reshape(-1).astype(np.int8),
+              f"filter, int8 [{win.kh * win.kw} taps][{c} channels]"),
+        Const("bias", _pad(bias, c, 0),
+              f"bias - input zero point ({zi}) x the channel's filter sum, int32 wrap"),
+        *rq_consts,
+    ]
+    params: dict[str, Any] = dict(
+        **_types(dt), **g, **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq, ZI=zi,
+        OY0=oy[0], OY1=oy[1], OX0=ox[0], OX1=ox[1],
+        taps=[(ky, kx) for ky in range(win.kh) for kx in range(win.kw)],
+    )
+    return LayerCode(template="mve/dwconv.c.j2", op="dwconv2d",
+                     variant=window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw),
+                     tile=f"2x{DW_CHANNELS}", params=params, consts=consts)
