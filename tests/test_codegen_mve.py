@@ -40,6 +40,7 @@ def _layers(lay: Layers) -> None:
     lay.conv("int8", 1, (4, 5), 24, 7, (1, 1), activation="RELU", zp_out=-128)
     lay.conv("int8", 1, (2, 3), 9, 4, (1, 1), bias="wrap")
     lay.conv("int8", 1, (3, 3), 20, 6, (1, 1), per_channel=False)
+    lay.conv("int8", 1, (5, 1), 144, 6, (1, 1))  # 3-pixel tiles from K = 128: 3 + 2 pixels
     lay.fc("int8", (1, 256), 10)
     lay.fc("int8", (3, 37), 17)
     lay.conv("uint8", 1, (2, 3), 12, 5, (1, 1))
@@ -63,7 +64,9 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
     # every int8 1x1 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == ["mve"] * 10 + ["dsp", "dsp"] + ["mve"] * 5 + ["dsp", "dsp"], isas
+    assert isas == ["mve"] * 11 + ["dsp", "dsp"] + ["mve"] * 5 + ["dsp", "dsp"], isas
+    tiles = {parse_symbol(layer.symbol).tile for layer in project.layers if "mve" in layer.symbol}
+    assert {"2x4", "3x4"} <= tiles, tiles
     report = verify(graph, target, lay.data)
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
            for r in report.layers if not r.bit_exact]
