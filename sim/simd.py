@@ -1229,23 +1229,16 @@ for _t, _suffix in ((S32x4, "s32"), (S8x16, "s8"), (U8x16, "u8")):
         )(_minmax(_fn))
 
 
-@_register_mve(
+# the same lane operations as the NEON entries of these names: their definitions serve both
+_register_mve(
     "vqaddq_s32", (S32x4, S32x4), S32x4, "VQADD.S32 Qd, Qn, Qm",
     meaning="a + b per lane",
     saturation="clamps to [INT32_MIN, INT32_MAX], setting QC",
-)
-def _mve_vqaddq_s32(a, b):
-    """Saturating add."""
-    return _sat(_i64(a) + _i64(b), 32, True)
-
-
-@_register_mve(
+)(INSTRUCTIONS["vqaddq_s32"].impl)
+_register_mve(
     "vandq_s32", (S32x4, S32x4), S32x4, "VAND Qd, Qn, Qm",
     meaning="bitwise a AND b", saturation="none",
-)
-def _mve_vandq_s32(a, b):
-    """Bitwise and."""
-    return np.bitwise_and(a, b), None
+)(INSTRUCTIONS["vandq_s32"].impl)
 
 
 @_register_mve(
@@ -1259,26 +1252,18 @@ def _mve_vshrq_n_s32(a, imm):
     return _i64(a) >> min(imm, 31), None
 
 
-@_register_mve(
+_register_mve(
     "vshlq_s32", (S32x4, S32x4), S32x4, "VSHL.S32 Qd, Qm, Qn",
     meaning="a * 2^s with s the signed low byte of b: s >= 0 shifts left, s < 0 shifts right "
     "arithmetically (floor, truncating)",
     saturation="none: left shifts wrap; s >= 32 gives 0, s <= -32 the sign",
-)
-def _mve_vshlq_s32(a, b):
-    """Shift by a signed per-lane amount, no rounding."""
-    return _shl_small(a, _shift_amount(b), 32, rounding=False), None
-
-
-@_register_mve(
+)(INSTRUCTIONS["vshlq_s32"].impl)
+_register_mve(
     "vrshlq_s32", (S32x4, S32x4), S32x4, "VRSHL.S32 Qd, Qm, Qn",
     meaning="a * 2^s with s the signed low byte of b: for s < 0 round(a / 2^-s), ties toward "
     "+infinity, computed without overflow; for s >= 0 a << s",
     saturation="none: left shifts wrap; s <= -32 gives 0",
-)
-def _mve_vrshlq_s32(a, b):
-    """Rounding shift by a signed per-lane amount."""
-    return _shl_small(a, _shift_amount(b), 32, rounding=True), None
+)(INSTRUCTIONS["vrshlq_s32"].impl)
 
 
 @_register_mve(
