@@ -35,6 +35,9 @@ GEMM_GROUP_LANES = 8  # output channels per pass of the one-pixel byte-lane GEMM
 LANES_MIN_K = 128  # reduction length from which the 2x4 GEMM runs byte lanes
 ROWSEG_MAX = 32  # input bytes of a filter row up to which it is one column segment
 STAGE_FLOOR = 1024
+GEMM_REGS = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11")
+"""Registers of the GEMM assembly's temporaries and sums, in order (r7 saved and used as a
+temporary; r12 and lr hold the weight and column pointers)."""
 """Weight bytes the GEMM copies into the arena even where the arena grows by that much (a small
 layer's weights and constants, read from flash once per pass, cost it most)."""
 DW_GROUP = 4  # channels per depthwise pass (two SIMD32 words of int16 pairs)
@@ -502,9 +505,8 @@ def gemm_asm(group: int, cols: int, kp: int, unroll: int, signed: bool, inter: b
         temps = temps[:3]
     nl = kp >= big
     accs = [f"a{k}_{c}" for k in range(cols) for c in range(group)]
-    free = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11"]  # and r12, lr
     names = temps + accs + (["qe"] if nl and not end_in_memory else [])
-    regs = dict(zip(names, free), w="r12", q="lr")
+    regs = dict(zip(names, GEMM_REGS), w="r12", q="lr")
     return dict(lines=lines, temps=temps, loop=bool(nl), end_in_memory=end_in_memory, regs=regs,
                 epilogue=epilogue, whole=False, accs=accs)
 
@@ -537,8 +539,7 @@ def _gemm_whole(step: Callable[..., list[str]], kp: int, unroll: int, out: dict[
     lines = [line.replace("%[t3]", "r7") for line in lines]
     temps = ["t0", "t1", "t2"]
     accs = [f"a{k}_{c}" for k in range(4) for c in range(2)]
-    free = ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r11"]
-    regs = dict(zip(temps + accs, free), w="r12", q="lr")
+    regs = dict(zip(temps + accs, GEMM_REGS), w="r12", q="lr")
     return dict(lines=lines, temps=temps, loop=True, end_in_memory=True, regs=regs,
                 epilogue=True, whole=True, accs=accs)
 
