@@ -111,6 +111,9 @@ class Target:
     zig_cpu: str
     unicorn_cpu: str
     memory: LinkLayout | None = None
+    emulator: str = ""
+    """Machine backend of the instruction-set tier (`qlane.codegen.machine`); "" is the
+    architecture's default (`isa.Arch.backend`)."""
     regions: tuple[Region, ...] = ()
     cost: CostModel | None = None
     aliases: tuple[str, ...] = ()  # other names of the chip or board ("stm32f407")
@@ -151,9 +154,11 @@ _TOP = {
     "name": str, "description": str, "core": str, "arch": str, "profile": str, "isa": list,
     "features": dict, "clock_hz": _INT, "sram_bytes": _INT, "flash_bytes": _INT,
     "cflags": list, "zig_target": str, "zig_cpu": str, "unicorn_cpu": str,
-    "memory": dict, "cost": dict, "regions": list, "aliases": list,
+    "memory": dict, "cost": dict, "regions": list, "aliases": list, "emulator": str,
 }
-_OPTIONAL_TOP = {"core", "profile", "memory", "cost", "regions", "aliases"}
+_OPTIONAL_TOP = {"core", "profile", "memory", "cost", "regions", "aliases", "emulator"}
+EMULATORS = ("unicorn", "qemu")
+"""Machine backends a target may name (`qlane.codegen.machine`)."""
 _REGION = {"name": str, "kind": str, "origin": _INT, "bytes": _INT, "note": str}
 _MEMORY = {"flash_origin", "flash_bytes", "ram_origin", "ram_bytes", "stack_bytes"}
 _COST = {
@@ -336,6 +341,10 @@ def parse_target(name: str, text: str) -> Target:
                                   f"return address 0x{SENTINEL:08x}")
     elif data.get("memory"):
         raise TargetError(f"{where}: [memory] needs a zig_target to link for")
+    emulator = data.get("emulator", "")
+    if emulator and emulator not in EMULATORS:
+        raise TargetError(f"{where}: emulator must be one of {', '.join(EMULATORS)}, "
+                          f"got {emulator!r}")
     clock, sram, flash = int(data["clock_hz"]), int(data["sram_bytes"]), int(data["flash_bytes"])
     cost = _cost(name, data, clock, sram, flash)
     regions = _regions(where, data.get("regions", []), cost, flash, sram)
@@ -345,7 +354,7 @@ def parse_target(name: str, text: str) -> Target:
         sram_bytes=sram, flash_bytes=flash, cflags=tuple(data["cflags"]),
         zig_target=data["zig_target"], zig_cpu=data["zig_cpu"],
         unicorn_cpu=data["unicorn_cpu"], memory=layout, regions=regions, cost=cost,
-        aliases=aliases,
+        aliases=aliases, emulator=emulator,
     )
 
 

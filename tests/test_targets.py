@@ -31,8 +31,8 @@ def _text(name: str) -> str:
 
 
 def test_every_bundled_target_is_typed() -> None:
-    assert target_names() == ["cortex-a53", "cortex-a72", "cortex-m4", "cortex-m7", "generic",
-                              "stm32l4r5"]
+    assert target_names() == ["cortex-a53", "cortex-a72", "cortex-m4", "cortex-m55",
+                              "cortex-m7", "cortex-m85", "generic", "stm32l4r5"]
     for name in target_names():
         t = load_target(name)
         assert t.profile in PROFILES and t.isa[-1] == "c"
@@ -44,18 +44,37 @@ def test_every_bundled_target_is_typed() -> None:
         assert isinstance(t.memory, LinkLayout)
         assert isinstance(t.cost, CostModel) and t.cost.peak_macs_per_cycle > 0
         assert t.machine == ("thumb" if t.m_profile else "aarch64")
-        flash = t.region("flash")
-        assert flash is not None and flash.bytes == t.flash_bytes
-        assert flash.wait_states == t.cost.flash_wait_states
+        flash = t.regions_of("flash")
+        assert sum(r.bytes for r in flash) == t.flash_bytes
+        assert all(r.wait_states == t.cost.flash_wait_states for r in flash)
     m4 = load_target("cortex-m4")
     assert m4.region("flash").wait_states == 5 and m4.region("flash").line_bytes == 16
     assert m4.memory.ram_bytes == 196_608 and m4.memory.flash_origin == 0x0800_0000
 
 
+def test_helium_targets() -> None:
+    """The Helium cores run MVE kernels first (then DSP, then C), run their instruction-set
+    tier on QEMU, and cost each MVE instruction as two 64-bit beats at 8 int8 MACs/cycle."""
+    for name, clock, flash, sram in (("cortex-m55", 400_000_000, 5_767_168, 5_505_024),
+                                     ("cortex-m85", 480_000_000, 2_097_152, 1_048_576)):
+        t = load_target(name)
+        assert t.isa == ("mve", "dsp", "c") and t.features["mve"] and t.features["dsp"]
+        assert (t.emulator, t.machine, t.arch) == ("qemu", "thumb", "armv8.1-m.main")
+        assert (t.clock_hz, t.flash_bytes, t.sram_bytes) == (clock, flash, sram)
+        assert t.cost.q_occupancy == 2 and t.cost.peak_macs_per_cycle == 8
+        assert t.cost.mca_cpu == name and "+mve" in t.zig_cpu
+    bad = _text("cortex-m55").replace('emulator = "qemu"', 'emulator = "gem5"')
+    with pytest.raises(TargetError, match="emulator must be one of unicorn, qemu"):
+        parse_target("cortex-m55", bad)
+    assert load_target("cortex-m7").emulator == ""
+
+
 def test_chip_and_board_names_are_aliases() -> None:
     """A user finds their part by chip or board name, in any case; the core names stay."""
     assert target_aliases() == {"stm32f407": "cortex-m4", "stm32f746": "cortex-m7",
-                                "disco-f746ng": "cortex-m7", "nucleo-l4r5zi": "stm32l4r5"}
+                                "disco-f746ng": "cortex-m7", "nucleo-l4r5zi": "stm32l4r5",
+                                "alif-e7-hp": "cortex-m55", "ensemble-e7": "cortex-m55",
+                                "ra8m1": "cortex-m85", "ek-ra8m1": "cortex-m85"}
     for alias, name in target_aliases().items():
         assert load_target(alias) is load_target(name) is load_target(alias.upper())
         assert alias in load_target(name).aliases and alias not in target_names()

@@ -3,7 +3,7 @@
 `base` defines `Machine` (memory, calls, counts, load sites, the model's entry points), `decode`
 the one instruction decoder per architecture, `hooks` the host-compiled unicorn callbacks, and
 each backend module (``unicorn``) one `Machine` subclass exported as ``MACHINE``. A new backend
-is one module here plus the ``backend`` of its `isa.Arch` entries.
+is one module here plus the ``backend`` of its `isa.Arch` entries, or a target's ``emulator``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ __all__ = ["CLASSES", "Counts", "Decoder", "EmulationError", "Insn", "Machine", 
            "backend_class", "decoder_for", "machine_for"]
 
 
-def backend_class(arch: str) -> type[Machine]:
-    """The `Machine` class of the backend registered for the instruction set ``arch``."""
-    module = importlib.import_module(f"{__name__}.{ARCHES[arch].backend}")
+def backend_class(arch: str, emulator: str = "") -> type[Machine]:
+    """The `Machine` class of backend ``emulator`` (a target's ``emulator``), or of the one
+    registered for the instruction set ``arch``."""
+    module = importlib.import_module(f"{__name__}.{emulator or ARCHES[arch].backend}")
     return module.MACHINE
 
 
@@ -34,4 +35,4 @@ def machine_for(elf: ElfImage | str | Path, target: Target, **options: Any) -> M
     ``options`` go to the backend (unicorn: ``timeout_s``, ``check_alignment``).
     """
     image = elf if isinstance(elf, ElfImage) else load_elf(elf, target)
-    return backend_class(image.arch)(image, target, **options)
+    return backend_class(image.arch, target.emulator)(image, target, **options)
