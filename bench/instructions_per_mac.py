@@ -187,7 +187,7 @@ def mca_cycles(run: EmulatedRun, target: Target) -> tuple[dict[int, float], dict
     coster = BlockCoster(run.emu, model)
     keys = sorted({(s, n) for c in run.counts.values() for s, (n, _) in c["blocks"].items()})
     mca, dropped = run_mca([coster.ops(s, n) for s, n in keys], run.emu.arch, model.mca_cpu,
-                           model.mca_strip_it)
+                           model.mca_strip_it, llvm=model.mca_llvm, triple=model.mca_triple)
     good = {k: m for k, m, d in zip(keys, mca, dropped) if m and not d}
     cycles: dict[int, float] = {}
     fallback: dict[int, int] = {}

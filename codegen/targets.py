@@ -85,6 +85,11 @@ class CostModel:
     mca_cpu: str
     mca_strip_it: bool
     static: dict[str, Any] = field(default_factory=dict)
+    mca_llvm: int = 16
+    """The LLVM release whose llvm-mca models this core (the M55/M85 with MVE: 19)."""
+    mca_triple: str = ""
+    """llvm-mca's ``-mtriple`` when the architecture's default (`isa.Arch.mca_triple`) does not
+    describe the core (Armv8.1-M)."""
 
     @property
     def min_cycles_per_mac(self) -> float:
@@ -165,6 +170,7 @@ _COST = {
     "pipeline": str, "issue_width": _INT, "peak_macs_per_cycle": _NUM,
     "branch_taken_penalty": _INT, "bus_bytes": _INT, "q_occupancy": _INT,
     "memory_pipelining": bool, "window": _INT, "mca_cpu": str, "mca_strip_it": bool,
+    "mca_llvm": _INT, "mca_triple": str,
     "cycles": dict, "latency": dict, "units": dict, "memory": dict, "static": dict,
 }
 _COST_REQUIRED = {"pipeline", "issue_width", "peak_macs_per_cycle", "branch_taken_penalty",
@@ -251,7 +257,8 @@ def _cost(name: str, data: dict[str, Any], clock: int, sram: int, flash: int) ->
         flash_cache_bytes=mem.get("flash_cache_bytes", 0),
         sram_wait_states=mem.get("sram_wait_states", 0),
         mca_cpu=str(c.get("mca_cpu", name)), mca_strip_it=bool(c.get("mca_strip_it", False)),
-        static=dict(static),
+        static=dict(static), mca_llvm=int(c.get("mca_llvm", 16)),
+        mca_triple=str(c.get("mca_triple", "")),
     )
 
 

@@ -32,7 +32,10 @@ from qlane.codegen.cost import (  # noqa: E402
     find_llvm_mca,
     make_op,
     mca_check,
+    run_mca,
 )
+from qlane.codegen.cost.mca import _mca_line as mca_line  # noqa: E402
+from qlane.codegen.cost.pipeline import Op  # noqa: E402
 from qlane.codegen.estimate import estimate  # noqa: E402
 from qlane.codegen.machine import decoder_for  # noqa: E402
 from qlane.codegen.targets import Region, load_target  # noqa: E402
@@ -279,6 +282,34 @@ def test_llvm_mca_ratio(mobilenet, runs) -> None:
         assert all(b.mca and b.mca > 0 and b.ours > 0 for b in res.compared)
         assert 0.6 < res.ratio < 1.67, (chip, res.ratio)
         assert math.isfinite(res.ratio)
+
+
+def _text_op(text: str, cls: str, branch: str = "") -> Op:
+    return Op(0, 4, text, cls, "vec", 1, 1, (), (), (), 0, False, False, branch, None, None,
+              False)
+
+
+def test_llvm_mca_19_costs_helium_loops() -> None:
+    """The Helium cores go to llvm-mca 19 with the Armv8.1-M triple; a low-overhead loop's
+    DLSTP becomes the MOV into LR it performs and its closing LETP is left out (LLVM's M55 model
+    rejects it, its M85 model makes it a 102-cycle barrier)."""
+    loop = [_text_op("dlstp.8 lr, r2", "branch"), _text_op("vldrb.u8 q0, [r0], #16", "load"),
+            _text_op("vldrb.u8 q1, [r1], #16", "load"),
+            _text_op("vmlava.s8 r12, q0, q1", "mac"), _text_op("letp lr, #-0x10", "branch", "cond")]
+    lines = [mca_line(op, "thumb", ".Lq0", False, False) for op in loop]
+    assert lines == ["mov lr, r2", "vldrb.u8 q0, [r0], #16", "vldrb.u8 q1, [r1], #16",
+                     "vmlava.s8 r12, q0, q1", None]
+    for chip in ("cortex-m55", "cortex-m85"):
+        model = cost_model(load_target(chip))
+        assert (model.mca_llvm, model.mca_triple) == (19, "thumbv8.1m.main-none-eabi")
+    if find_llvm_mca(19) is None:
+        pytest.skip("llvm-mca 19 not installed (apt-get install llvm-19): no Helium cross-check")
+    for chip in ("cortex-m55", "cortex-m85"):
+        model = cost_model(load_target(chip))
+        cycles, dropped = run_mca([loop[1:4]], "thumb", model.mca_cpu, llvm=19,
+                                  triple=model.mca_triple)
+        # two 2-beat loads on the one load/store pipe bound the loop at 4 cycles
+        assert dropped == [0] and cycles[0] is not None and 4.0 <= cycles[0] < 8.0, (chip, cycles)
 
 
 # --- reports and errors -------------------------------------------------------------------------

@@ -22,25 +22,47 @@ from .pipeline import COND, Op
 
 
 @cache
-def find_llvm_mca() -> tuple[str, int] | None:
-    """(path, major version) of the best llvm-mca here: 16 preferred, then 14, else None."""
-    found = []
-    for exe in ("llvm-mca-16", "llvm-mca-15", "llvm-mca", "llvm-mca-14"):
-        path = shutil.which(exe)
-        if not path:
-            continue
-        try:
-            out = subprocess.run([path, "--version"], capture_output=True, text=True,
-                                 timeout=20).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        m = re.search(r"LLVM version (\d+)", out)
-        if m:
-            found.append((int(m.group(1)), path))
+def find_llvm_mca(llvm: int = 16) -> tuple[str, int] | None:
+    """(path, major version) of the llvm-mca for a core that LLVM ``llvm`` models, or None.
+
+    16 (the release the Cortex-M4/M7/A53/A72 figures were measured with): 16 preferred, then
+    15, an unversioned one, 14. Newer (19 for the Helium cores, which older releases cannot
+    parse): exactly that release, or an unversioned or later one.
+    """
+    if llvm > 16:
+        names = [f"llvm-mca-{v}" for v in range(llvm, llvm + 6)] + ["llvm-mca"]
+        found = [f for f in map(_mca_version, names) if f and f[0] >= llvm]
+        if not found:
+            return None
+        major, path = min(found)
+        return path, major
+    found = [f for f in map(_mca_version, ("llvm-mca-16", "llvm-mca-15", "llvm-mca",
+                                           "llvm-mca-14")) if f]
     if not found:
         return None
     major, path = max(found)
     return path, major
+
+
+def _mca_version(exe: str) -> tuple[int, str] | None:
+    """(major version, path) of the llvm-mca called ``exe`` on PATH."""
+    path = shutil.which(exe)
+    if not path:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                             timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"LLVM version (\d+)", out)
+    return (int(m.group(1)), path) if m else None
+
+
+_LOOP_END = re.compile(r"^(?:le|letp)$")
+_LOOP_START = re.compile(r"^(?:dls|wls|dlstp|wlstp)(?:\.\d+)?$")
+"""Armv8.1-M low-overhead loops: llvm-mca's M55 model rejects LETP and its M85 model makes it a
+102-cycle barrier, so a block's closing LE/LETP is left out (our model costs the loop branch
+separately) and DLS/WLS become the MOV into LR they perform."""
 
 
 _HEX_TARGET = re.compile(r"#?-?0x[0-9a-f]+$")
@@ -50,6 +72,11 @@ def _mca_line(op: Op, arch: str, label: str, strip_it: bool, in_it: bool) -> str
     """An instruction in llvm-mca's syntax (branch and page targets become a local label)."""
     text = op.text
     mnemonic, _, ops = text.partition(" ")
+    if arch == "thumb" and _LOOP_END.match(mnemonic):
+        return None
+    if arch == "thumb" and _LOOP_START.match(mnemonic):
+        regs = [r.strip() for r in ops.split(",")]
+        return f"mov {regs[0]}, {regs[1]}" if len(regs) >= 2 else None
     if strip_it and arch == "thumb":
         if re.fullmatch(r"it[te]{0,3}", mnemonic):
             return None
@@ -107,11 +134,14 @@ class McaResult:
 
 
 def run_mca(blocks: Sequence[Sequence[Op]], arch: str, mcpu: str, strip_it: bool = False,
-            iterations: int = 100) -> tuple[list[float | None], list[int]]:
-    """llvm-mca cycles per iteration of each block (one run, one code region per block)."""
-    found = find_llvm_mca()
+            iterations: int = 100, llvm: int = 16, triple: str = ""
+            ) -> tuple[list[float | None], list[int]]:
+    """llvm-mca cycles per iteration of each block (one run, one code region per block), with
+    the llvm-mca of LLVM ``llvm`` (or later) and ``-mtriple`` ``triple`` (default: the
+    architecture's)."""
+    found = find_llvm_mca(llvm)
     if found is None:
-        raise EstimateError("llvm-mca not found (apt-get install llvm-16)")
+        raise EstimateError(f"llvm-mca {llvm} not found (apt-get install llvm-{llvm})")
     exe, _ = found
     c = ARCHES[arch].comment
     lines: list[str] = []
@@ -134,8 +164,8 @@ def run_mca(blocks: Sequence[Sequence[Op]], arch: str, mcpu: str, strip_it: bool
         lines.append(f"{label}:")
         lines.append(f"{c} LLVM-MCA-END")
     dropped = [0] * len(blocks)
-    cmd = [exe, f"-mtriple={ARCHES[arch].mca_triple}", f"-mcpu={mcpu}", f"-iterations={iterations}",
-           "-resource-pressure=0", "-instruction-info=0"]
+    cmd = [exe, f"-mtriple={triple or ARCHES[arch].mca_triple}", f"-mcpu={mcpu}",
+           f"-iterations={iterations}", "-resource-pressure=0", "-instruction-info=0"]
     with tempfile.TemporaryDirectory(prefix="qlane-mca-") as tmp:
         src = Path(tmp) / "blocks.s"
         for _ in range(40):
@@ -197,15 +227,17 @@ def mca_check(graph: Graph, target: Target, coverage: float = 0.9,
               build_root: str | Path | None = None, run: EmulatedRun | None = None
               ) -> McaResult:
     """Our steady-state cycles vs llvm-mca's for the hot blocks of every layer of ``graph``."""
-    found = find_llvm_mca()
-    if found is None:
-        raise EstimateError("llvm-mca not found (apt-get install llvm-16)")
     model = cost_model(target)
+    found = find_llvm_mca(model.mca_llvm)
+    if found is None:
+        raise EstimateError(f"llvm-mca {model.mca_llvm} not found "
+                            f"(apt-get install llvm-{model.mca_llvm})")
     run = run or emulate_layers(graph, target, build_root=build_root, flash=False)
     coster = BlockCoster(run.emu, model)
     hot = hot_blocks(run.counts.values(), coverage)
     ops = [coster.ops(s, n) for s, n, _ in hot]
-    mca, dropped = run_mca(ops, run.emu.arch, model.mca_cpu, model.mca_strip_it)
+    mca, dropped = run_mca(ops, run.emu.arch, model.mca_cpu, model.mca_strip_it,
+                           llvm=model.mca_llvm, triple=model.mca_triple)
     blocks = [McaBlock(s, n, float(e), coster.cycles(s, n)[1], m, d)
               for (s, n, e), m, d in zip(hot, mca, dropped)]
     return McaResult(target.name, f"{Path(found[0]).name} (LLVM {found[1]})", model.mca_cpu,
