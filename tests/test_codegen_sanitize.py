@@ -91,7 +91,7 @@ def _harness(project: Project, graph) -> str:
 
 
 @pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
-@pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72"])
+@pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72", "cortex-m55"])
 def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path) -> None:
     # every layer file of the NEON build parses SIMDe under the sanitizers (seconds each): there,
     # MobileNet's layers (the same kernel families as the single-op models) are left out

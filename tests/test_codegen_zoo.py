@@ -1,6 +1,7 @@
 """Generated C for every zoo model: bit-exact per layer, and equal to the classic reference.
 
-Host tier on generic, cortex-m7 and cortex-a72; emulator tier on cortex-m4 and cortex-a53.
+Host tier on generic, cortex-m7, cortex-a72 and cortex-m55 (MVE through qlane_mve.h's portable C);
+emulator tier on cortex-m4 and cortex-a53.
 
 The host build compiles NEON through SIMDe and the DSP intrinsics through qlane_acle.h's
 portable C; each layer is compared with the simulator, and the whole model's outputs with the
@@ -19,7 +20,7 @@ from qlane.codegen.targets import load_target
 from qlane.codegen.verify import verify
 from qlane.sim import load_tflite
 
-TARGETS = ["generic", "cortex-m7", "cortex-a72"]
+TARGETS = ["generic", "cortex-m7", "cortex-a72", "cortex-m55"]
 SMALL = [m for m in ZOO_MODELS if "mobilenet" not in m]
 MOBILENETS = [m for m in ZOO_MODELS if "mobilenet" in m]
 
