@@ -124,7 +124,7 @@ def emulate_verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
 
     report = compare(graph, project, target.name, rounding, inputs, runner, progress,
                      EmulationReport, on_layer=counted,
-                     cpu=f"{target.zig_cpu} / unicorn {target.unicorn_cpu}",
+                     cpu=machine.cpu_label,
                      elf=str(elf.path), sizes=elf.sizes())
     assert isinstance(report, EmulationReport)
     report.counts = runner.counts
