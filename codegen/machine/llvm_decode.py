@@ -87,7 +87,7 @@ _PAIR_DST = re.compile(r"^(?:[us]mull|[us]mlal|umaal|smlal[bt][bt]|smlald|smlsld
 _READS_DST = re.compile(
     r"^(?:[us]mlal\w*|umaal|smlald\w*|smlsld\w*|asrl|lsll|lsrl|sqrshrl?|uqrshll?|sqshll?|"
     r"uqshll?|srshrl?|urshrl?|sqshl|uqshl|bfi|movt|vmov|"
-    r"v(?:ml[as]l?d?avax?|rml[as]ldavha|rmlalvha|addva|addlva|abav|(?:max|min)(?:nm)?a?v)|"
+    r"v(?:ml[as]l?(?:d?av|v)ax?|rml[as]ldavha|rmlalvha|addva|addlva|abav|(?:max|min)(?:nm)?a?v)|"
     r"vml[as]s?|vfm[as]s?|vfnm[as]|vnml[as]|vq(?:r?dml(?:a|s)s?h|r?dml[as]dhx?)|vsli|vsri|"
     r"vq?r?shrun?[bt]|vq?movun?[bt]|vmovn[bt]|vcvt[bt])$")
 """Instructions that also read what they write: accumulators, inserts, partial writes."""

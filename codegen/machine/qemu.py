@@ -313,7 +313,7 @@ class QemuMachine(Machine):
             try:
                 reply = rsp.resume(max(0.001, deadline - time.monotonic()))
             except RspTimeout:
-                pc = rsp.register(15)
+                pc = struct.unpack_from("<16I", rsp.registers())[15]
                 raise EmulationError(f"{self.target.name}: {label} did not return within "
                                      f"{self.timeout_s:g} s on QEMU; stopped at "
                                      f"{self.describe(pc)}") from None
