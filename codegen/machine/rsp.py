@@ -136,17 +136,13 @@ class Rsp:
                 raise RspError(f"GDB stub did not write 0x{addr + off:08x}")
 
     def registers(self) -> bytes:
-        """The raw ``g`` register block."""
+        """The raw ``g`` register block (QEMU 7.2 answers no ``p`` packets without XML)."""
         return bytes.fromhex(self.request("g").decode())
 
     def set_registers(self, block: bytes) -> None:
         """Write the raw ``G`` register block."""
         if self.request("G" + block.hex()) != b"OK":
             raise RspError("GDB stub did not write the registers")
-
-    def register(self, n: int) -> int:
-        """Register ``n`` (stub numbering) as a little-endian unsigned integer."""
-        return int.from_bytes(bytes.fromhex(self.request(f"p{n:x}").decode()), "little")
 
     def breakpoint(self, addr: int, insert: bool = True, kind: int = 2) -> None:
         """Insert (or remove) a software breakpoint at ``addr``."""
