@@ -210,6 +210,8 @@ def test_cli_estimate_counts_per_layer(build_root: Path) -> None:
     for la in d["layers"]:
         assert la["instructions"] > 0 and la["cycles"] > 0
         assert la["instructions"] == sum(la["by_class"].values())
+    # the pointwise convolutions read their weights from the flash region (breakpoint per load)
+    assert all(d["layers"][i]["flash_read_bytes"] > 0 for i in (2, 4, 6, 8))
     text = CliRunner().invoke(main, ["estimate", str(KWS), "--target", "cortex-m55", "-q"])
     assert text.exit_code == 0, text.output
     rows = [ln for ln in text.output.splitlines() if re.match(r"\s*\d+\s+[A-Z_0-9]+\s", ln)]
