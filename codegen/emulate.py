@@ -101,8 +101,9 @@ def emulate_verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
     last samples of every layer and of the whole model are counted (and, on Cortex-M, checked for
     unaligned LDRD/LDM/VLDR... unless ``check_alignment`` is False); the report keeps the first
     sample's counts, and each `LayerResult` its instructions. ``timeout_s`` bounds each call
-    (costs ~0.1 ms per call; 0 = none). ``progress`` gets the stages "compile" (the cross build,
-    0 of 1 then 1 of 1) and "compare"; ``on_layer`` each layer's result as soon as it is compared.
+    (unicorn: costs ~0.1 ms per call; 0 = none there, 300 s on QEMU). ``progress`` gets the
+    stages "compile" (the cross build, 0 of 1 then 1 of 1) and "compare"; ``on_layer`` each
+    layer's result as soon as it is compared.
     ``cc`` is the cross compiler (`qlane.codegen.cross.CCS`).
     """
     if progress:
@@ -124,7 +125,7 @@ def emulate_verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
 
     report = compare(graph, project, target.name, rounding, inputs, runner, progress,
                      EmulationReport, on_layer=counted,
-                     cpu=f"{target.zig_cpu} / unicorn {target.unicorn_cpu}",
+                     cpu=machine.cpu_label,
                      elf=str(elf.path), sizes=elf.sizes())
     assert isinstance(report, EmulationReport)
     report.counts = runner.counts

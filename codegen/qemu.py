@@ -5,7 +5,9 @@ with an exact count of the executed instructions.
 vector table, FPU/MVE enabled, semihosting, ``main()``'s return value as the exit code). `run`
 starts ``qemu-system-arm`` on the image and, with ``count``, loads a TCG plugin
 (``qemu_count.c``, built once by `plugin_path`) that counts every executed translation block.
-`available` says why the tier cannot run here, or None.
+`available` says why the tier cannot run here, or None. The same plugin, given ``shm=FILE``
+instead of ``out=FILE``, keeps its counters in a shared file: the QEMU machine backend
+(`qlane.codegen.machine.qemu`) reads them per call.
 
 A program prints with ``void qlane_semihost_write0(const char *s)`` and may end early with
 ``void qlane_exit(int code)``; a fault prints ``qlane: fault: NAME at pc 0x...`` and exits

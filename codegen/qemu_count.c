@@ -9,6 +9,12 @@
  * Load with: qemu-system-arm ... -plugin /path/libqemu_count.so,out=FILE
  * At exit FILE gets one line per counter: "hex_vaddr n_insns execs" (executed ones only).
  *
+ * Or with shm=FILE (a file the caller made, QC_SHM_HEADER bytes plus room for its records): the
+ * counters live in that file, mapped shared, so another process reads them while the guest is
+ * stopped. Its header is four little-endian uint64: magic "QLCNT001", capacity (records),
+ * count (records made so far), lost (translations without a record: the file was full); then
+ * `count` records {vaddr, n_insns, execs}, each uint64. Records never move once made.
+ *
  * Debian ships no qemu-plugin.h, so the few declarations used are written out below; they
  * follow the version-1 API that QEMU 7.2 exports (nm -D qemu-system-arm | grep qemu_plugin).
  */
@@ -18,6 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define QC_EXPORT __attribute__((visibility("default")))
 
@@ -81,6 +91,18 @@ static qc_chunk *qc_chunks;
 static qc_counter **qc_table; /* open addressing, linear probing; size a power of two */
 static size_t qc_size, qc_count;
 static char *qc_out_path;
+
+/* the shm=FILE mode: header then records, mapped shared */
+#define QC_SHM_HEADER 64u
+#define QC_SHM_MAGIC 0x313030544E434C51ull /* "QLCNT001" little-endian */
+typedef struct {
+    uint64_t magic;
+    uint64_t capacity;
+    uint64_t count;
+    uint64_t lost;
+} qc_shm_header;
+static qc_shm_header *qc_shm;
+static qc_counter *qc_shm_items;
 static volatile int qc_lock_word;
 
 /* Translations may come from several vCPU threads: a spin lock keeps the table consistent
@@ -138,6 +160,20 @@ static qc_counter *qc_find(uint64_t vaddr, uint64_t n_insns)
             return qc_table[i];
         }
     }
+    if (qc_shm != NULL) {
+        uint64_t n = qc_shm->count;
+        if (n < qc_shm->capacity) {
+            qc_counter *c = &qc_shm_items[n];
+            c->vaddr = vaddr;
+            c->n_insns = n_insns;
+            c->execs = 0u;
+            __atomic_store_n(&qc_shm->count, n + 1u, __ATOMIC_RELEASE);
+            qc_table[i] = c;
+            ++qc_count;
+            return c;
+        }
+        ++qc_shm->lost; /* full: a private counter keeps the table consistent */
+    }
     if (qc_chunks == NULL || qc_chunks->used == QC_CHUNK) {
         qc_chunk *chunk = calloc(1, sizeof *chunk);
         if (chunk == NULL) {
@@ -173,6 +209,9 @@ static void qc_on_exit(qemu_plugin_id_t id, void *userdata)
 {
     (void)id;
     (void)userdata;
+    if (qc_out_path == NULL) {
+        return;
+    }
     FILE *f = fopen(qc_out_path, "w");
     if (f == NULL) {
         qemu_plugin_outs("qemu_count: cannot write the out= file\n");
@@ -192,17 +231,55 @@ static void qc_on_exit(qemu_plugin_id_t id, void *userdata)
     fclose(f);
 }
 
+/* Maps the caller's file; its header must carry the magic and a capacity that fits. */
+static bool qc_map_shm(const char *path)
+{
+    int fd = open(path, O_RDWR);
+    if (fd < 0) {
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size < QC_SHM_HEADER) {
+        close(fd);
+        return false;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        return false;
+    }
+    qc_shm_header *h = map;
+    uint64_t room = ((uint64_t)st.st_size - QC_SHM_HEADER) / sizeof(qc_counter);
+    if (h->magic != QC_SHM_MAGIC || h->capacity > room) {
+        munmap(map, (size_t)st.st_size);
+        return false;
+    }
+    h->count = 0u;
+    h->lost = 0u;
+    qc_shm = h;
+    qc_shm_items = (qc_counter *)((char *)map + QC_SHM_HEADER);
+    return true;
+}
+
 QC_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc,
                                   char **argv)
 {
     (void)info;
+    const char *shm_path = NULL;
     for (int i = 0; i < argc; ++i) {
         if (strncmp(argv[i], "out=", 4) == 0) {
             qc_out_path = strdup(argv[i] + 4);
+        } else if (strncmp(argv[i], "shm=", 4) == 0) {
+            shm_path = argv[i] + 4;
         }
     }
-    if (qc_out_path == NULL) {
-        qemu_plugin_outs("qemu_count: give the output file as out=FILE\n");
+    if (qc_out_path == NULL && shm_path == NULL) {
+        qemu_plugin_outs("qemu_count: give the output file as out=FILE or shm=FILE\n");
+        return 1;
+    }
+    if (shm_path != NULL && !qc_map_shm(shm_path)) {
+        qemu_plugin_outs("qemu_count: cannot map the shm= file (made by the caller, with "
+                         "a QLCNT001 header)\n");
         return 1;
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, qc_on_translate);

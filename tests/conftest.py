@@ -73,6 +73,7 @@ TIERS: dict[str, str] = {
     "test_peer_misc": "peers",
     "test_progress": "hostc",
     "test_qemu": "isa",
+    "test_qemu_machine": "isa",
     "test_quant": "fast",
     "test_report": "fast",
     "test_requant": "fast",
@@ -130,6 +131,8 @@ OVERRIDES: dict[str, dict[str, str]] = {
                            "test_every_chip_gets_the_family_kernels": "fast"},
     "test_progress": {"test_estimate_static_rows_are_the_estimate_layers": "fast",
                       "test_cli_estimate_json_stays_clean_with_bars": "isa"},
+    "test_qemu_machine": {"test_missing_tools_are_one_line": "fast",
+                          "test_llvm_listing_facts": "fast"},
     "test_writer": {"test_litert_runs_rewritten_mobilenet_identically": "peers",
                     "test_tflm_runs_rewritten_int8_models": "peers"},
 }

@@ -60,6 +60,12 @@ _ACCUMULATE = re.compile(r"^(?:v?f?n?ml[as]|v?fm[as]|s?mla|smla|smls|umla|umaal|
                          r"sqr?dml[as]|[su]ml[as]l|[su]?dot|usdot|sudot|bfml|[su]mmla)")
 """Mnemonics whose destination is an accumulator (multiply-accumulate forwarding applies)."""
 _A64_CMP = ("cmp", "cmn", "tst", "ccmp", "ccmn", "fcmp", "fcmpe")
+_MVE_MEM = re.compile(r"^v(?:ldr|str)([bhwd])[te]?$")
+"""MVE contiguous vector loads/stores (VLDRB.U16 q0: eight bytes widened into 16-bit lanes)."""
+_LOOP_SETUP = ("dls", "dlstp", "lctp")
+"""Armv8.1-M low-overhead loop set-up: no branch taken."""
+_LOOP_BRANCH = ("le", "letp", "wls", "wlstp")
+"""Armv8.1-M loop ends (taken while iterations remain) and while-loop starts."""
 
 
 def _norm_reg(name: str, arch: str) -> tuple[str, ...]:
@@ -141,6 +147,14 @@ def _transfer_bytes(mnemonic: str, ops: str, arch: str) -> int:
         return 1
     if re.match(r"^(?:ld|st)r(?:ex)?s?h", m):
         return 2
+    mve = _MVE_MEM.match(m)
+    if mve and re.match(r"q\d+\b", ops.strip()):  # contiguous MVE: 16 bytes, less if widening
+        lane = re.search(r"\.[usif]?(\d+)$", mnemonic)
+        lane_bits = int(lane.group(1)) if lane else 0
+        mem_bits = {"b": 8, "h": 16, "w": 32, "d": 64}[mve.group(1)]
+        return 16 * mem_bits // lane_bits if lane_bits > mem_bits else 16
+    if re.match(r"^v(?:ld|st)[24][0-3]$", m):  # VLD2x/VLD4x, VST2x/VST4x: 16 bytes each
+        return 16
     if m.startswith(("vldr", "vstr")):
         return _reg_bytes(ops.split(",")[0], arch)
     return 4
@@ -174,6 +188,10 @@ def make_op(insn: Insn, arch: str, model: CostModel) -> Op:
     if cls == "branch":
         if name in ("bl", "blx"):
             branch = "call"
+        elif arch == "thumb" and name in _LOOP_SETUP:
+            branch = ""
+        elif arch == "thumb" and name in _LOOP_BRANCH:
+            branch = "cond" if name != "le" or ops.startswith("lr") else "always"
         elif (arch == "aarch64" and (mnemonic.startswith("b.") or name in (
                 "cbz", "cbnz", "tbz", "tbnz"))) or (arch == "thumb" and (
                 _THUMB_CBRANCH.match(mnemonic) or name in ("cbz", "cbnz") or insn.conditional)):
@@ -187,6 +205,8 @@ def make_op(insn: Insn, arch: str, model: CostModel) -> Op:
     elif cls == "mac":
         kind = "vmac" if vector else "mul"
     elif arch == "aarch64" and (cls == "simd" or vector):
+        kind = "vec"
+    elif arch == "thumb" and cls == "simd" and vector:  # Helium (MVE) on q registers
         kind = "vec"
     else:
         kind = "alu"

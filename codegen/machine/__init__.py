@@ -2,7 +2,8 @@
 
 `base` defines `Machine` (memory, calls, counts, load sites, the model's entry points), `decode`
 the one instruction decoder per architecture, `hooks` the host-compiled unicorn callbacks, and
-each backend module (``unicorn``) one `Machine` subclass exported as ``MACHINE``. A new backend
+each backend module (``unicorn``; ``qemu`` for Cortex-M55/M85, with `rsp`, its gdbstub client,
+and `llvm_decode`, its MVE decoder) one `Machine` subclass exported as ``MACHINE``. A new backend
 is one module here plus the ``backend`` of its `isa.Arch` entries, or a target's ``emulator``.
 """
 
@@ -32,7 +33,7 @@ def backend_class(arch: str, emulator: str = "") -> type[Machine]:
 def machine_for(elf: ElfImage | str | Path, target: Target, **options: Any) -> Machine:
     """Load ``elf`` (an image or a path) into the backend registered for ``target``'s machine.
 
-    ``options`` go to the backend (unicorn: ``timeout_s``, ``check_alignment``).
+    ``options`` go to the backend (``timeout_s``, ``check_alignment``).
     """
     image = elf if isinstance(elf, ElfImage) else load_elf(elf, target)
     return backend_class(image.arch, target.emulator)(image, target, **options)

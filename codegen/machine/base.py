@@ -55,6 +55,11 @@ class Machine(ABC):
         self._insns: dict[int, Insn] = {}
         self._ranges: dict[tuple[int, int], tuple[Insn, ...]] = {}
 
+    @property
+    def cpu_label(self) -> str:
+        """The compiled-for core and the emulated one, for reports."""
+        return self.target.zig_cpu
+
     # backend ----------------------------------------------------------------------------------
 
     @abstractmethod

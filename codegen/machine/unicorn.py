@@ -82,6 +82,11 @@ class UnicornMachine(Machine):
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_bad_access)
         self._counter = BlockCounter(self.uc)
 
+    @property
+    def cpu_label(self) -> str:
+        """The compiled-for core and the emulated one, for reports."""
+        return f"{self.target.zig_cpu} / unicorn {self.cpu}"
+
     def reg_id(self, name: str) -> int | None:
         """Unicorn's id of a register named as capstone names it (None: unicorn has none)."""
         reg = getattr(self._consts, self._reg_prefix + _REG_ALIAS.get(name, name).upper(), None)
