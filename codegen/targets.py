@@ -73,6 +73,7 @@ class CostModel:
     branch_taken_penalty: int
     cycles: dict[str, int]  # issue cycles per instruction class
     latency: dict[str, int]  # result latency per kind: alu mul vmac mac_accumulate vec load
+    # (Helium: vload, vreduce - VMLADAV and other reductions into a core register)
     units: dict[str, int]  # execution units per pool: alu mul neon neon_mac load store branch
     bus_bytes: int  # bytes a load/store moves per cycle (LDM, LDRD, LDP, LD1 take longer)
     q_occupancy: int  # cycles a 128-bit NEON operation holds its unit (A53: 2)
@@ -85,6 +86,10 @@ class CostModel:
     mca_cpu: str
     mca_strip_it: bool
     static: dict[str, Any] = field(default_factory=dict)
+    beats: bool = False
+    """Helium: a 128-bit instruction holds its one pipe (integer, multiply, load/store) for
+    ``q_occupancy`` beats while issue moves on after the first, so the next instruction overlaps
+    it on another pipe; scalar loads and stores use the integer unit."""
     mca_llvm: int = 16
     """The LLVM release whose llvm-mca models this core (the M55/M85 with MVE: 19)."""
     mca_triple: str = ""
@@ -170,14 +175,14 @@ _COST = {
     "pipeline": str, "issue_width": _INT, "peak_macs_per_cycle": _NUM,
     "branch_taken_penalty": _INT, "bus_bytes": _INT, "q_occupancy": _INT,
     "memory_pipelining": bool, "window": _INT, "mca_cpu": str, "mca_strip_it": bool,
-    "mca_llvm": _INT, "mca_triple": str,
+    "mca_llvm": _INT, "mca_triple": str, "beats": bool,
     "cycles": dict, "latency": dict, "units": dict, "memory": dict, "static": dict,
 }
 _COST_REQUIRED = {"pipeline", "issue_width", "peak_macs_per_cycle", "branch_taken_penalty",
                   "cycles", "latency"}
 _COST_MEMORY = {"flash_wait_states", "flash_line_bytes", "flash_cache_bytes", "sram_wait_states"}
 _CLASSES = {"mac", "simd", "load", "store", "branch", "other"}
-_LATENCIES = {"alu", "mul", "mac_accumulate", "vmac", "vec", "load"}
+_LATENCIES = {"alu", "mul", "mac_accumulate", "vmac", "vec", "load", "vload", "vreduce"}
 _UNITS = {"alu", "mul", "neon", "neon_mac", "load", "store", "branch"}
 _DEFAULT_LAYOUT = {
     "thumb": LinkLayout(0x0800_0000, 1 << 20, 0x2000_0000, 256 << 10, 8 << 10),
@@ -257,7 +262,7 @@ def _cost(name: str, data: dict[str, Any], clock: int, sram: int, flash: int) ->
         flash_cache_bytes=mem.get("flash_cache_bytes", 0),
         sram_wait_states=mem.get("sram_wait_states", 0),
         mca_cpu=str(c.get("mca_cpu", name)), mca_strip_it=bool(c.get("mca_strip_it", False)),
-        static=dict(static), mca_llvm=int(c.get("mca_llvm", 16)),
+        static=dict(static), mca_llvm=int(c.get("mca_llvm", 16)), beats=bool(c.get("beats", False)),
         mca_triple=str(c.get("mca_triple", "")),
     )
 

@@ -16,6 +16,8 @@ import pytest
 from conftest import ZOO, ZOO_MODELS, zoo_inputs, zoo_reference
 from peers import merge_graphs
 from qlane.codegen.emulate import emulate_verify
+from qlane.codegen.machine import llvm_decode
+from qlane.codegen.qemu import available as qemu_available
 from qlane.codegen.targets import load_target
 from qlane.codegen.verify import verify
 from qlane.sim import load_tflite
@@ -59,7 +61,11 @@ def test_zoo_mobilenet(target: str, name: str) -> None:
     _check([name], target)
 
 
-@pytest.mark.parametrize("target", ["cortex-m4", "cortex-a53"])
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-a53", "cortex-m55"])
 def test_zoo_on_the_chip_instruction_set(target: str) -> None:
-    """``verify --isa``: zig-built code for the chip, run in unicorn with that CPU model."""
+    """``verify --isa``: zig-built code for the chip, run in unicorn with that CPU model (the
+    Cortex-M55 on QEMU's mps3-an547, an optional tier)."""
+    if load_target(target).emulator == "qemu" and (
+            why := qemu_available() or llvm_decode.available()):
+        pytest.skip(why)
     _check(ZOO_MODELS, target, tier=emulate_verify)

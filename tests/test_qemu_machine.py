@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from conftest import merged_zoo, zoo_reference
 from qlane.cli import main
 from qlane.codegen import qemu
+from qlane.codegen.cost import find_llvm_mca, mca_check
 from qlane.codegen.cost.model import cost_model
 from qlane.codegen.cost.pipeline import make_op
 from qlane.codegen.cross import build_elf
@@ -152,6 +153,20 @@ def test_int8_zoo_bit_exact(chip: str, build_root: Path) -> None:
             assert np.array_equal(next(outs), want), f"{name}: QEMU output != tfl214"
     # (the average pool's rounding takes data-dependent branches, on unicorn's M4 too)
     assert all(r.instructions for r in report.layers)
+
+
+@needs_qemu
+@pytest.mark.parametrize("chip", ["cortex-m55", "cortex-m85"])
+def test_cycle_model_against_llvm_mca_19(chip: str, build_root: Path) -> None:
+    """Our steady-state cycles of KWS's hot blocks against llvm-mca 19's scheduling model of the
+    same core (measured 1.03 on the M55; 0.74 on the M85, whose model LLVM gives longer MVE
+    latencies), every hot block compared."""
+    if find_llvm_mca(19) is None:
+        pytest.skip("llvm-mca 19 not installed (apt-get install llvm-19): no cross-check")
+    res = mca_check(load_tflite(str(KWS)), load_target(chip), build_root=build_root)
+    print(f"{chip}: ours / {res.mca} = {res.ratio:.3f} over {len(res.compared)} blocks")
+    assert res.coverage > 0.95 and len(res.compared) > 20
+    assert 0.6 < res.ratio < 1.67, (chip, res.ratio)
 
 
 @needs_qemu

@@ -45,6 +45,8 @@ class Op:
     target: int | None
     base: str | None  # base register of a load/store
     pc_relative: bool
+    pools: tuple[str, ...] = ()  # unit pools it needs, when not its kind's (`_POOLS`)
+    issue: int = 0  # cycles before a single-issue core issues the next one (0: occupancy)
 
 
 COND = r"(?:eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le)"
@@ -223,8 +225,19 @@ def make_op(insn: Insn, arch: str, model: CostModel) -> Op:
         single_load = cls == "load" and "{" not in ops and nbytes <= 4
     if kind in ("vmac", "vec") and q_form:
         occupancy = max(occupancy, model.q_occupancy)
-    if kind in ("vmac", "vec") and q_form and cls in ("load", "store"):
-        occupancy = max(occupancy, model.q_occupancy)
+    pools: tuple[str, ...] = ()
+    issue = 0
+    if model.beats and arch == "thumb":
+        vector_mem = kind in ("load", "store") and q_form
+        if vector_mem:
+            occupancy = model.q_occupancy
+            latency = lat.get("vload", latency) if kind == "load" else latency
+        if vector_mem or (kind in ("vmac", "vec") and q_form):
+            issue = 1
+        if kind == "vmac" and any(re.fullmatch(r"r\d+|ip|lr", w) for w in writes):
+            latency = lat.get("vreduce", latency)  # across the vector into a core register
+        pools = {"vmac": ("neon_mac",), "load": ("load",) if vector_mem else ("alu",),
+                 "store": ("load",) if vector_mem else ("alu",)}.get(kind, ())
     norm_r = tuple(dict.fromkeys(r for x in reads for r in _norm_reg(x, arch)))
     norm_w = tuple(dict.fromkeys(r for x in writes for r in _norm_reg(x, arch)))
     fast: tuple[str, ...] = ()
@@ -235,7 +248,7 @@ def make_op(insn: Insn, arch: str, model: CostModel) -> Op:
                    and any(w in norm_r for w in norm_w))
     return Op(insn.address, insn.size, insn.text, cls, kind, max(1, occupancy), max(1, latency),
               norm_r, norm_w, fast, nbytes, single_load, accumulates, branch, insn.target, base,
-              pc_relative)
+              pc_relative, pools, issue)
 
 
 _POOLS = {"alu": ("alu",), "mul": ("mul",), "vmac": ("neon", "neon_mac"), "vec": ("neon",),
@@ -330,7 +343,7 @@ def schedule(ops: Sequence[Op], model: CostModel, iterations: int = ITERATIONS) 
                     disp = max(disp, retire[-model.window])
                 t = max(t, disp)
                 n_disp += 1
-            pools = [units[p] for p in _POOLS[op.kind] if p in units]
+            pools = [units[p] for p in (op.pools or _POOLS[op.kind]) if p in units]
             t, picks = _start(pools, t, occ)
             for u in picks:
                 u.take(t, occ)
@@ -338,14 +351,14 @@ def schedule(ops: Sequence[Op], model: CostModel, iterations: int = ITERATIONS) 
                 n_same = n_same + 1 if t == t_prev else 1
                 t_prev = t
                 if width == 1:
-                    block_until = t + occ
+                    block_until = t + (op.issue or occ)
             for w in op.writes:
                 ready[w] = t + (1 if w in op.fast_writes else op.latency)
                 if op.accumulates:
                     acc_ready[w] = t + lat_acc
                 else:
                     acc_ready.pop(w, None)
-            end = t + (occ if width == 1 else 1)
+            end = t + ((op.issue or occ) if width == 1 else 1)
             if not in_order:
                 retire.append(max(retire[-1] if retire else 0, t + op.latency))
             last = max(last, end)
