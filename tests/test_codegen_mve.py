@@ -60,6 +60,11 @@ def _layers(lay: Layers) -> None:
     lay.conv("int8", 1, (5, 1), 144, 6, (1, 1))  # 3-pixel tiles from K = 128: 3 + 2 pixels
     lay.fc("int8", (1, 256), 10)
     lay.fc("int8", (3, 37), 17)
+    # one pixel: 7-channel passes, a last pass of 1..6 channels, a predicated K tail
+    lay.fc("int8", (1, 37), 15, activation="RELU6")
+    lay.fc("int8", (1, 64), 14)
+    lay.fc("int8", (1, 16), 6)
+    lay.conv("int8", 1, (1, 1), 200, 33, (1, 1), activation="RELU", zp_out=-128)
     lay.conv("uint8", 1, (2, 3), 12, 5, (1, 1))
     _general_convs(lay)
     lay.conv("uint8", 1, (5, 4), 3, 5, (3, 3))  # uint8: the DSP kernel
@@ -82,10 +87,11 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
     # every int8 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == (["mve"] * 11 + ["dsp"] + ["mve"] * 10 + ["dsp"] + ["mve"] * 5
+    assert isas == (["mve"] * 15 + ["dsp"] + ["mve"] * 10 + ["dsp"] + ["mve"] * 5
                     + ["dsp", "dsp"]), isas
-    tiles = {parse_symbol(layer.symbol).tile for layer in project.layers if "mve" in layer.symbol}
-    assert {"2x4", "3x4"} <= tiles, tiles
+    tiles = [parse_symbol(layer.symbol).tile for layer in project.layers]
+    assert tiles[9:15] == ["1x7", "2x4", "1x7", "1x7", "1x7", "1x7"], tiles
+    assert {"2x4", "3x4"} <= set(tiles), tiles
     report = verify(graph, target, lay.data)
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
            for r in report.layers if not r.bit_exact]

@@ -45,6 +45,10 @@ more than it saves)."""
 
 GEMM_LONG_K = 128
 
+ONE_PIXEL_CHANNELS = 7
+"""Channels per pass over one pixel (a classifier): each 16 inputs loaded once feed seven
+VMLADAVA, whose sums fill the seven even registers r0-r12."""
+
 
 def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int,
           im2col: dict[str, Any] | None = None) -> LayerCode:
@@ -76,11 +80,22 @@ def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int,
     rows[:n, :k] = wmat.T
     # in loop order: per group of 4 channels, per chunk, the 4 channels' 16 bytes
     packed = rows.reshape(n4 // GEMM_CHANNELS, GEMM_CHANNELS, kc, 16).transpose(0, 2, 1, 3)
+    wdesc = (f"weights in loop order: per 4 output channels ({n} padded to {n4}), per 16 of "
+             f"the K={k_real} inputs (the last zero-padded), the 4 channels' 16 bytes")
+    one = pixels == 1 and im2col is None
+    if one:
+        # one pixel: groups of ONE_PIXEL_CHANNELS channels (the last one smaller), each packed
+        # per chunk, its channels' 16 bytes
+        g = ONE_PIXEL_CHANNELS
+        packed = np.concatenate([
+            rows[c0:min(c0 + g, n)].reshape(-1, kc, 16).transpose(1, 0, 2).reshape(-1)
+            for c0 in range(0, n, g)])
+        wdesc = (f"weights in loop order: per {g} output channels (the last {n % g or g}), per "
+                 f"16 of the K={k_real} inputs (the last zero-padded), the channels' 16 bytes")
+        n4 += GEMM_CHANNELS  # a group's second int32x4 of constants may start past n4 - 4
     rq, rq_consts = _layer_requant(req, n4)
     consts = [
-        Const("w", packed.reshape(-1).astype(np.int8),
-              f"weights in loop order: per 4 output channels ({n} padded to {n4}), per 16 of "
-              f"the K={k_real} inputs (the last zero-padded), the 4 channels' 16 bytes"),
+        Const("w", packed.reshape(-1).astype(np.int8), wdesc),
         Const("bias", _pad(bias, n4, 0),
               f"bias - input zero point ({zi}) x the channel's weight sum, int32 wrap"),
         *rq_consts,
@@ -90,7 +105,11 @@ def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int,
         **_types(dt), **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq,
         K=k, K16=k // 16, KT=k % 16, KC=kc, N=n, N4=n4, NFULL=n // GEMM_CHANNELS * GEMM_CHANNELS,
         NT=n % GEMM_CHANNELS, P=pixels, PX=px, KR=k_real, im2col=im2col,
+        G=ONE_PIXEL_CHANNELS if one else 0,
     )
+    tile = f"{px}x{GEMM_CHANNELS}"
+    if one:
+        tile = f"1x{ONE_PIXEL_CHANNELS}"
     scratch = 0
     if im2col is not None:
         # a batch of windows: PX-pixel tiles, up to IM2COL_BYTES of rows (at least one tile)
@@ -98,8 +117,7 @@ def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int,
         params.update(PB=min(batch, pixels), ZI=zi, runs=_runs(im2col))
         scratch = params["PB"] * k + 16  # + the last 16-byte store past the last row
     return LayerCode(template="mve/gemm.c.j2", op=op, variant=variant,
-                     tile=f"{px}x{GEMM_CHANNELS}", params=params, consts=consts,
-                     scratch_bytes=scratch)
+                     tile=tile, params=params, consts=consts, scratch_bytes=scratch)
 
 
 IM2COL_PIXELS = 24
