@@ -64,6 +64,8 @@ def _layers(lay: Layers) -> None:
     lay.fc("int8", (1, 37), 15, activation="RELU6")
     lay.fc("int8", (1, 64), 14)
     lay.fc("int8", (1, 16), 6)
+    lay.fc("int8", (1, 300), 9)  # K past 16 chunks: a loop of 4 chunks, 1 more, a tail
+    lay.fc("int8", (1, 272), 7)
     lay.conv("int8", 1, (1, 1), 200, 33, (1, 1), activation="RELU", zp_out=-128)
     lay.conv("uint8", 1, (2, 3), 12, 5, (1, 1))
     _general_convs(lay)
@@ -87,10 +89,10 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
     # every int8 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == (["mve"] * 15 + ["dsp"] + ["mve"] * 10 + ["dsp"] + ["mve"] * 5
+    assert isas == (["mve"] * 17 + ["dsp"] + ["mve"] * 10 + ["dsp"] + ["mve"] * 5
                     + ["dsp", "dsp"]), isas
     tiles = [parse_symbol(layer.symbol).tile for layer in project.layers]
-    assert tiles[9:15] == ["1x7", "2x4", "1x7", "1x7", "1x7", "1x7"], tiles
+    assert tiles[9:17] == ["1x7", "2x4"] + ["1x7"] * 6, tiles
     assert {"2x4", "3x4"} <= set(tiles), tiles
     report = verify(graph, target, lay.data)
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"

@@ -92,7 +92,6 @@ def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int,
             for c0 in range(0, n, g)])
         wdesc = (f"weights in loop order: per {g} output channels (the last {n % g or g}), per "
                  f"16 of the K={k_real} inputs (the last zero-padded), the channels' 16 bytes")
-        n4 += GEMM_CHANNELS  # a group's second int32x4 of constants may start past n4 - 4
     rq, rq_consts = _layer_requant(req, n4)
     consts = [
         Const("w", packed.reshape(-1).astype(np.int8), wdesc),
@@ -110,7 +109,7 @@ def _gemm(ctx: Context, op: str, variant: str, wmat: np.ndarray, pixels: int,
     tile = f"{px}x{GEMM_CHANNELS}"
     if one:
         tile = f"1x{ONE_PIXEL_CHANNELS}"
-    scratch = 0
+    scratch = 4 * n4 if one else 0  # one pixel: the sums, then the output stage
     if im2col is not None:
         # a batch of windows: PX-pixel tiles, up to IM2COL_BYTES of rows (at least one tile)
         batch = max(1, min(IM2COL_PIXELS, IM2COL_BYTES // k) // px) * px
