@@ -33,7 +33,8 @@ def _general_convs(lay: Layers) -> None:
     """Convolutions through im2col: odd sizes, stride 2, dilation 2, SAME and VALID, 1 / 3 / 5 /
     17 input channels, channel counts with a 4-channel tail, RELU and RELU6 clamps, windows
     wider than a 16-byte chunk, a filter larger than the input (every window in the padding),
-    1x1 stride 2, batch 2 (windows crossing images within a batch)."""
+    1x1 stride 2, batch 2 (windows crossing images within a batch), several batches of windows
+    and the tiles' last one or two pixels."""
     lay.conv("int8", 1, (9, 7), 3, 8, (3, 3), (2, 2))  # MobileNet's first conv, smaller
     lay.conv("int8", 1, (13, 6), 1, 9, (10, 4), (2, 2))  # KWS's first conv, smaller
     lay.conv("int8", 2, (7, 8), 5, 6, (3, 3), d=(2, 2), activation="RELU6")
@@ -43,7 +44,9 @@ def _general_convs(lay: Layers) -> None:
     lay.conv("int8", 1, (2, 3), 5, 4, (5, 5))
     lay.conv("int8", 1, (5, 5), 9, 6, (1, 1), (2, 2))
     lay.conv("int8", 2, (11, 11), 1, 3, (2, 2), (3, 3), padding="VALID")
-    lay.conv("int8", 1, (6, 6), 48, 10, (3, 3))  # K = 432: 3-pixel tiles
+    lay.conv("int8", 1, (6, 6), 48, 10, (3, 3))  # K = 432: 3-pixel tiles, 4 batches of 9
+    lay.conv("int8", 1, (7, 1), 16, 5, (3, 3))  # 3-pixel tiles and a last pixel alone
+    lay.conv("int8", 1, (3, 3), 8, 11, (3, 3), padding="VALID")  # one window
 
 
 def _layers(lay: Layers) -> None:
@@ -89,7 +92,7 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
     # every int8 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == (["mve"] * 17 + ["dsp"] + ["mve"] * 10 + ["dsp"] + ["mve"] * 5
+    assert isas == (["mve"] * 17 + ["dsp"] + ["mve"] * 12 + ["dsp"] + ["mve"] * 5
                     + ["dsp", "dsp"]), isas
     tiles = [parse_symbol(layer.symbol).tile for layer in project.layers]
     assert tiles[9:17] == ["1x7", "2x4"] + ["1x7"] * 6, tiles
