@@ -1,5 +1,6 @@
-"""Helium (MVE, Armv8.1-M: Cortex-M55 / M85) lowerings: 1x1 CONV_2D and FULLY_CONNECTED with
-int8 weights as VMLADAVA dot products; DEPTHWISE_CONV_2D with channels in int32 lanes.
+"""Helium (MVE, Armv8.1-M: Cortex-M55 / M85) lowerings: CONV_2D (1x1 rows, or im2col windows)
+and FULLY_CONNECTED with int8 weights as VMLADAVA dot products; DEPTHWISE_CONV_2D with channels
+in int32 lanes.
 
 Every constant comes from the prepared simulator kernel. The input zero point is folded into
 the bias, the weights are raw int8 rows (symmetric per-channel quantization, the int8 scheme);
