@@ -29,6 +29,26 @@ def _mve_target() -> Target:
                                features={**t.features, "mve": True})
 
 
+def _general_convs(lay: Layers) -> None:
+    """Convolutions through im2col: odd sizes, stride 2, dilation 2, SAME and VALID, 1 / 3 / 5 /
+    17 input channels, channel counts with a 4-channel tail, RELU and RELU6 clamps, windows
+    wider than a 16-byte chunk, a filter larger than the input (every window in the padding),
+    1x1 stride 2, batch 2 (windows crossing images within a batch), several batches of windows
+    and the tiles' last one or two pixels."""
+    lay.conv("int8", 1, (9, 7), 3, 8, (3, 3), (2, 2))  # MobileNet's first conv, smaller
+    lay.conv("int8", 1, (13, 6), 1, 9, (10, 4), (2, 2))  # KWS's first conv, smaller
+    lay.conv("int8", 2, (7, 8), 5, 6, (3, 3), d=(2, 2), activation="RELU6")
+    lay.conv("int8", 1, (6, 7), 17, 5, (3, 3), padding="VALID", activation="RELU", zp_out=-128)
+    lay.conv("int8", 1, (5, 9), 16, 12, (3, 3), (1, 2), padding="VALID")
+    lay.conv("int8", 1, (7, 5), 3, 7, (5, 3), (2, 1), d=(1, 2))
+    lay.conv("int8", 1, (2, 3), 5, 4, (5, 5))
+    lay.conv("int8", 1, (5, 5), 9, 6, (1, 1), (2, 2))
+    lay.conv("int8", 2, (11, 11), 1, 3, (2, 2), (3, 3), padding="VALID")
+    lay.conv("int8", 1, (6, 6), 48, 10, (3, 3))  # K = 432: 3-pixel tiles, 4 batches of 9
+    lay.conv("int8", 1, (7, 1), 16, 5, (3, 3))  # 3-pixel tiles and a last pixel alone
+    lay.conv("int8", 1, (3, 3), 8, 11, (3, 3), padding="VALID")  # one window
+
+
 def _layers(lay: Layers) -> None:
     """1x1 convolutions and fully connected layers: K with and without a 16-byte tail, channel
     counts with and without a 4-channel tail, odd pixel counts, RELU onto the zero point,
@@ -43,8 +63,16 @@ def _layers(lay: Layers) -> None:
     lay.conv("int8", 1, (5, 1), 144, 6, (1, 1))  # 3-pixel tiles from K = 128: 3 + 2 pixels
     lay.fc("int8", (1, 256), 10)
     lay.fc("int8", (3, 37), 17)
+    # one pixel: 7-channel passes, a last pass of 1..6 channels, a predicated K tail
+    lay.fc("int8", (1, 37), 15, activation="RELU6")
+    lay.fc("int8", (1, 64), 14)
+    lay.fc("int8", (1, 16), 6)
+    lay.fc("int8", (1, 300), 9)  # K past 16 chunks: a loop of 4 chunks, 1 more, a tail
+    lay.fc("int8", (1, 272), 7)
+    lay.conv("int8", 1, (1, 1), 200, 33, (1, 1), activation="RELU", zp_out=-128)
     lay.conv("uint8", 1, (2, 3), 12, 5, (1, 1))
-    lay.conv("int8", 1, (5, 5), 3, 8, (3, 3), (2, 2))  # not 1x1: the DSP kernel
+    _general_convs(lay)
+    lay.conv("uint8", 1, (5, 4), 3, 5, (3, 3))  # uint8: the DSP kernel
     # depthwise: stride 1 and 2, SAME and VALID, 5x5, dilation, batch 2, RELU onto the zero
     # point; 6 channels (not a multiple of 4) and uint8 take the DSP kernel
     lay.dwconv("int8", 1, (7, 9), 8, 1, (3, 3))
@@ -63,10 +91,12 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     target = _mve_target()
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
-    # every int8 1x1 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == ["mve"] * 11 + ["dsp", "dsp"] + ["mve"] * 5 + ["dsp", "dsp"], isas
-    tiles = {parse_symbol(layer.symbol).tile for layer in project.layers if "mve" in layer.symbol}
-    assert {"2x4", "3x4"} <= tiles, tiles
+    # every int8 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
+    assert isas == (["mve"] * 17 + ["dsp"] + ["mve"] * 12 + ["dsp"] + ["mve"] * 5
+                    + ["dsp", "dsp"]), isas
+    tiles = [parse_symbol(layer.symbol).tile for layer in project.layers]
+    assert tiles[9:17] == ["1x7", "2x4"] + ["1x7"] * 6, tiles
+    assert {"2x4", "3x4"} <= set(tiles), tiles
     report = verify(graph, target, lay.data)
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
            for r in report.layers if not r.bit_exact]
@@ -93,6 +123,35 @@ def test_mve_gemm_packs_weights_in_loop_order_and_folds_the_input_zero_point() -
     np.testing.assert_array_equal(np.asarray(consts["bias"][:6], np.int64),
                                   ((bias + 2**31) % 2**32) - 2**31)
     assert kernel.params["K16"] == 1 and kernel.params["KT"] == 3
+
+
+def test_mve_im2col_pads_k_to_whole_chunks_with_zero_weights() -> None:
+    """A 3x3 window of 3 channels: K = 27 padded to 32 (two unpredicated chunks), the padding's
+    weights zero, the bias folding the input zero point over the 27 real taps; interior windows
+    copy one 9-byte run per filter row, dilated ones one run per tap."""
+    lay = Layers(6)
+    lay.conv("int8", 1, (9, 7), 3, 6, (3, 3), (2, 2))
+    lay.conv("int8", 1, (9, 9), 2, 4, (2, 3), d=(2, 2))
+    graph = lay.graph("mve_im2col")
+    project = generate(graph, _mve_target(), name="m")
+    kernel = project.layers[0].kernel
+    sim = Interpreter(graph).kernels[0]
+    sim_w = np.asarray(sim.wmat_int, np.int64)  # [27, 6]
+    consts = {c.suffix: c.values for c in kernel.consts}
+    rows = np.asarray(consts["w"], np.int64).reshape(2, 2, 4, 16).transpose(0, 2, 1, 3)
+    rows = rows.reshape(8, 32)
+    np.testing.assert_array_equal(rows[:6, :27], sim_w.T)
+    assert not rows[6:].any() and not rows[:, 27:].any()
+    bias = np.asarray(sim.requant.bias, np.int64) - int(sim.qi.zp) * sim_w.sum(axis=0)
+    np.testing.assert_array_equal(np.asarray(consts["bias"][:6], np.int64),
+                                  ((bias + 2**31) % 2**32) - 2**31)
+    p = kernel.params
+    assert (p["K"], p["KR"], p["K16"], p["KT"], p["P"], p["PB"]) == (32, 27, 2, 0, 20, 20)
+    assert p["runs"] == [(0, 0, 9), (21, 9, 9), (42, 18, 9)]
+    assert kernel.scratch_bytes == 20 * 32 + 16
+    # dilation 2 across: one 2-byte run per tap, rows 2 x 9 x 2 bytes apart
+    assert project.layers[1].kernel.params["runs"] == [
+        (0, 0, 2), (4, 2, 2), (8, 4, 2), (36, 6, 2), (40, 8, 2), (44, 10, 2)]
 
 
 def _carray(name: str, values: np.ndarray) -> str:
