@@ -54,6 +54,26 @@ def _layers(lay: Layers) -> None:
     lay.dwconv("int8", 1, (6, 10), 32, 1, (3, 3), activation="RELU", zp_out=-128)
     lay.dwconv("int8", 1, (5, 5), 6, 1, (3, 3))
     lay.dwconv("uint8", 1, (5, 6), 8, 1, (3, 3))
+    _depthwise_layers(lay)
+
+
+def _depthwise_layers(lay: Layers) -> None:
+    """Depthwise layers of the pixels-in-lanes kernel's paths: odd sizes with stride 2 and
+    channels not a multiple of 4; fewer than four output columns (predicated scatter) and rows
+    (one short tile); a depth multiplier; dilation with VALID padding; a 5x3 window with stride
+    1x2; a 3x5 window (wider than the offset vectors); requantization with a left shift, with a
+    zero right shift in some channels, per tensor; a wrapping bias; batch 2."""
+    lay.dwconv("int8", 1, (5, 7), 6, 1, (3, 3), (2, 2))
+    lay.dwconv("int8", 1, (3, 3), 5, 1, (3, 3))
+    lay.dwconv("int8", 1, (6, 5), 3, 2, (3, 3), activation="RELU")
+    lay.dwconv("int8", 1, (10, 11), 7, 1, (3, 3), d=(2, 1), padding="VALID")
+    lay.dwconv("int8", 2, (7, 6), 8, 1, (5, 3), (1, 2))
+    lay.dwconv("int8", 1, (9, 12), 4, 1, (3, 5), (2, 1), activation="NONE")
+    lay.dwconv("int8", 1, (6, 6), 8, 1, (3, 3), scale="ge1", tiny=True)
+    lay.dwconv("int8", 1, (6, 9), 12, 1, (3, 3), scale="half", activation="NONE")
+    lay.dwconv("int8", 1, (5, 8), 9, 1, (3, 3), scale="quarter", bias="wrap")
+    lay.dwconv("int8", 1, (13, 4), 2, 1, (2, 2), (3, 1), padding="VALID", activation="RELU6")
+    lay.dwconv("int8", 1, (7, 7), 16, 1, (3, 3), per_channel=False)
 
 
 def test_mve_layers_bit_exact_on_the_host() -> None:
@@ -63,8 +83,8 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     target = _mve_target()
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
-    # every int8 1x1 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == ["mve"] * 11 + ["dsp", "dsp"] + ["mve"] * 5 + ["dsp", "dsp"], isas
+    # every int8 1x1 conv, FC and depthwise is MVE; the others fall back to DSP
+    assert isas == ["mve"] * 11 + ["dsp", "dsp"] + ["mve"] * 6 + ["dsp"] + ["mve"] * 11, isas
     tiles = {parse_symbol(layer.symbol).tile for layer in project.layers if "mve" in layer.symbol}
     assert {"2x4", "3x4"} <= tiles, tiles
     report = verify(graph, target, lay.data)
@@ -72,6 +92,23 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
            for r in report.layers if not r.bit_exact]
     assert not bad, "\n".join(bad)
     assert report.model_bit_exact
+
+
+def test_mve_depthwise_single_rounding_bit_exact_on_the_host() -> None:
+    """The depthwise layers under single rounding (the kernel's requantization helpers with the
+    channel's constants splat, instead of its scalar double-rounding form)."""
+    lay = Layers(43)
+    _depthwise_layers(lay)
+    graph = lay.graph("mve_dw_single")
+    target = _mve_target()
+    project = generate(graph, target, name="m", rounding="single")
+    modes = {layer.kernel.params["rq"]["mode"] for layer in project.layers}
+    assert {"single", "single_neg"} <= modes and all("mve" in layer.symbol
+                                                       for layer in project.layers)
+    report = verify(graph, target, lay.data, rounding="single")
+    bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
+           for r in report.layers if not r.bit_exact]
+    assert not bad, "\n".join(bad)
 
 
 def test_mve_gemm_packs_weights_in_loop_order_and_folds_the_input_zero_point() -> None:
