@@ -1153,16 +1153,17 @@ def _vldrbq_gather_offset_s32(memory, offsets):
 
 
 def _scatter(memory, offsets, value, p=None):
-    """Byte scatter of int32 lanes' low bytes, lane 0 first (a later lane wins a shared byte)."""
+    """Byte scatter of the lanes' low bytes, lane 0 first (a later lane wins a shared byte)."""
     m = _i64(memory)
     o = _offsets(m, offsets)
     v = _wrap(_i64(value), 8, True)
-    act = np.ones(v.shape, bool) if p is None else _active(p, 4)
+    lanes = v.shape[-1]
+    act = np.ones(v.shape, bool) if p is None else _active(p, lanes)
     lead = np.broadcast_shapes(m.shape[:-1], o.shape[:-1], v.shape[:-1], act.shape[:-1])
     out = np.array(np.broadcast_to(m, lead + m.shape[-1:])).reshape(-1, m.shape[-1])
-    o, v, act = (np.broadcast_to(a, lead + (4,)).reshape(-1, 4) for a in (o, v, act))
+    o, v, act = (np.broadcast_to(a, lead + (lanes,)).reshape(-1, lanes) for a in (o, v, act))
     rows = np.arange(out.shape[0])
-    for e in range(4):
+    for e in range(lanes):
         on = act[:, e]
         out[rows[on], o[on, e]] = v[on, e]
     return out.reshape(lead + m.shape[-1:]), None
@@ -1171,6 +1172,12 @@ def _scatter(memory, offsets, value, p=None):
 _register_mve(
     "vstrbq_scatter_offset_s32", (S8xG, U32x4, S32x4), S8xG, "VSTRB.32 Qd, [Rn, Qm]",
     meaning="the low byte of int32 lane e written at the pointer + offset[e] (bytes), lanes in "
+    "order (the last lane to a byte wins); other bytes keep the memory's value (operand 0)",
+    saturation="none",
+)(_scatter)
+_register_mve(
+    "vstrbq_scatter_offset_s16", (S8xG, U16x8, S16x8), S8xG, "VSTRB.16 Qd, [Rn, Qm]",
+    meaning="the low byte of int16 lane e written at the pointer + offset[e] (bytes), lanes in "
     "order (the last lane to a byte wins); other bytes keep the memory's value (operand 0)",
     saturation="none",
 )(_scatter)
@@ -1303,6 +1310,18 @@ _register_mve(
     meaning="a + b per lane",
     saturation="clamps to [INT32_MIN, INT32_MAX], setting QC",
 )(INSTRUCTIONS["vqaddq_s32"].impl)
+
+
+@_register_mve(
+    "vqaddq_n_s16", (S16x8, S16), S16x8, "VQADD.S16 Qd, Qn, Rm",
+    meaning="a + b per lane, b a scalar (an output zero point)",
+    saturation="clamps to [-32768, 32767], setting QC",
+)
+def _vqaddq_n_s16(a, b):
+    """Saturating add of a scalar."""
+    return _sat(_i64(a) + _scalar_lanes(b), 16, True)
+
+
 _register_mve(
     "vandq_s32", (S32x4, S32x4), S32x4, "VAND Qd, Qn, Qm",
     meaning="bitwise a AND b", saturation="none",

@@ -9,11 +9,14 @@ kernels beside them, compile and run exactly as on an M55 with the portable head
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_codegen_dsp import Layers
+from test_cprims import STRICT
 
 from qlane.codegen import qemu
 from qlane.codegen.emit import generate
@@ -109,6 +112,27 @@ def test_mve_depthwise_single_rounding_bit_exact_on_the_host() -> None:
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
            for r in report.layers if not r.bit_exact]
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.hostc
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_mve_depthwise_builds_warning_free(tmp_path: Path, rounding: str) -> None:
+    """Every depthwise layer's C, with the portable qlane_mve.h: gcc -std=c99 -pedantic -Wall
+    -Wextra -Werror (no unused offset vector or constant on any path)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed")
+    lay = Layers(47)
+    _depthwise_layers(lay)
+    project = generate(lay.graph("mve_dw_warn"), _mve_target(), name="m", rounding=rounding)
+    for fname, text in project.files.items():
+        if fname.endswith((".h", ".c")) and "/" not in fname:
+            (tmp_path / fname).write_text(text)
+    sources = sorted(str(s) for s in tmp_path.glob("m_l*.c"))
+    assert len(sources) == len(project.layers)
+    res = subprocess.run([gcc, *STRICT, "-fsyntax-only", "-I", str(tmp_path), *sources],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[:3000]
 
 
 def test_mve_gemm_packs_weights_in_loop_order_and_folds_the_input_zero_point() -> None:

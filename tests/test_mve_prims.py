@@ -64,6 +64,7 @@ SPECS: dict[str, tuple[tuple[str, ...], str]] = {
     "vstrbq_p_s8": ((MEM, REG, PRED), MEM),
     "vldrbq_gather_offset_s32": ((MEM, OFFS), REG),
     "vstrbq_scatter_offset_s32": ((MEM, OFFS, REG), MEM),
+    "vstrbq_scatter_offset_s16": ((MEM, OFFS, REG), MEM),
     "vstrbq_scatter_offset_p_s32": ((MEM, OFFS, REG, PRED), MEM),
     **{f"vctp{b}q": ((COUNT,), PRED) for b in (8, 16, 32)},
     "vmladavq_s8": ((REG, REG), GPR),
@@ -72,7 +73,7 @@ SPECS: dict[str, tuple[tuple[str, ...], str]] = {
     **{f"vdupq_n_s{b}": ((GPR,), REG) for b in (8, 16, 32)},
     **{n: ((REG, REG), REG) for n in _LANEWISE},
     **{n: ((REG, GPR), REG) for n in ("vaddq_n_s32", "vsubq_n_s16", "vmulq_n_s32",
-                                      "vqrdmulhq_n_s32")},
+                                      "vqrdmulhq_n_s32", "vqaddq_n_s16")},
     "vmlaq_n_s32": ((REG, REG, GPR), REG),
     "vshrq_n_s32": ((REG, IMM), REG),
     **{n: ((REG, SHIFT), REG) for n in ("vshlq_s32", "vrshlq_s32", "vqshlq_s32")},
@@ -129,7 +130,7 @@ OFFS_EDGES = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, 33, 47, 48, 60, 61, 62, 63
 """Byte offsets at the ends of the emulated gather memory and around its powers of two (a
 register with every lane on one of them makes a scatter's lanes share a byte)."""
 MEMORY_BEFORE = ("vstrbq_p_s32", "vstrbq_p_s8", "vstrbq_scatter_offset_s32",
-                 "vstrbq_scatter_offset_p_s32")
+                 "vstrbq_scatter_offset_s16", "vstrbq_scatter_offset_p_s32")
 """The stores that leave some bytes of their memory as they were (operand 0: the memory before)."""
 
 
@@ -209,7 +210,7 @@ def random_operands(name: str) -> tuple[np.ndarray, ...]:
             out.append(np.where(rng.random(n) < 0.5, rng.integers(0, 1 << 16, n), tails)
                        .astype(np.uint16))
         elif kind == OFFS:
-            out.append(rng.integers(0, GATHER_BYTES, (n, t.lanes)).astype(np.uint32))
+            out.append(rng.integers(0, GATHER_BYTES, (n, t.lanes)).astype(t.dtype))
         elif kind == COUNT:
             big = rng.integers(0, 1 << 32, n, dtype=np.uint64)
             out.append(np.where(rng.random(n) < 0.7, rng.integers(0, 40, n), big)
@@ -466,6 +467,12 @@ def test_architecture_corners() -> None:
     assert scat_p[[0, 7, 63]].tolist() == [127, -25, -1]
     assert op["vstrbq_p_s8"](np.zeros(16, np.int8), np.full(16, 5, np.int8),
                              np.uint16(0x8001)).tolist() == [5] + [0] * 14 + [5]
+    halves = np.array([0x1FF, -129, 300, 7, -1, 2, 3, 4], np.int16)
+    scat16 = op["vstrbq_scatter_offset_s16"](np.zeros(64, np.int8),
+                                             np.array([0, 1, 2, 63, 5, 5, 6, 7], np.uint16), halves)
+    assert scat16[[0, 1, 2, 5, 63]].tolist() == [-1, 127, 44, 2, 7]
+    assert op["vqaddq_n_s16"](np.array([32760, -32760, 5, 0, 0, 0, 0, 0], np.int16),
+                              np.int16(-128)).tolist()[:3] == [32632, -32768, -123]
     with pytest.raises(ValueError):
         op["vldrbq_gather_offset_s32"](mem64, np.array([0, 64, 1, 2], np.uint32))
     assert op["vrshlq_n_s32"](np.full(4, -7, np.int32), np.int32(0x1FE)).tolist() == [-2] * 4

@@ -152,6 +152,12 @@ def depthwise_mve(ctx: Context) -> LayerCode:
     offv = win.kw if win.kw <= DW_OFFSET_VECTORS else 1
     offs = [(kx * win.dw + j * win.sw) * c for kx in range(offv) for j in range(4)]
     offs += [j * co for j in range(4)]
+    # two output rows' eight pixels in int16 lanes: even lanes the first row, odd the second
+    row_out = win.ow * co
+    pairs = rows > 1 and win.ow >= 4 and row_out + 3 * co <= 0xFFFF
+    if pairs:
+        so2 = [j // 2 * co + (row_out if j % 2 else 0) for j in range(8)]
+        offs += np.array(so2, "<u2").view("<i4").tolist()
     # per input row of a tile: per filter column, the (output row, tap) pairs its load feeds
     loads = []
     for i in range(n_rows):
@@ -166,19 +172,22 @@ def depthwise_mve(ctx: Context) -> LayerCode:
     # (no rounding shift), or mixed (the fix-up masks by the shift)
     right = np.minimum(np.atleast_1d(np.asarray(req.shift, np.int64)), 0)
     fix = "none" if not right.any() else "sign" if right.all() else "vector"
+    if fix == "none" and rq["mode"].startswith("double"):
+        rq_consts = [k for k in rq_consts if k.suffix != f"{rq['name']}b"]  # all zero, unused
     consts = [
         Const("w", taps.T.reshape(-1).astype(np.int8),
               f"filter, int8 [{co} channels][{kk} taps]"),
         Const("bias", bias.astype(np.int32),
               f"bias - input zero point ({zi}) x the channel's filter sum, int32 wrap"),
         Const("offs", np.array(offs, np.int32),
-              "gather byte offsets of four pixels per filter column, then the output's"),
+              "gather byte offsets of four pixels per filter column, then the output's (and "
+              "two rows' eight, int16 pairs)"),
         *rq_consts,
     ]
     params: dict[str, Any] = dict(
         **_types(dt), **g, **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq, ZI=zi,
         CO=co, MULT=mult, KK=kk, R=rows, NR=n_rows, WP=wp, NCOPY=n_copy, OFFV=offv,
-        rows=loads, FIX=fix, SO_IS_OFF0=offs[:4] == offs[-4:],
+        rows=loads, FIX=fix, SO_IS_OFF0=offs[:4] == offs[4 * offv:4 * offv + 4], PAIRS=pairs,
     )
     return LayerCode(template="mve/dwconv_px.c.j2", op="dwconv2d",
                      variant=window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw),
