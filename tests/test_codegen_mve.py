@@ -135,6 +135,38 @@ def test_mve_depthwise_builds_warning_free(tmp_path: Path, rounding: str) -> Non
     assert res.returncode == 0, res.stderr[:3000]
 
 
+def test_mve_depthwise_packs_channel_records_and_offsets() -> None:
+    """Per output channel: its taps, the bias minus input zero point x filter sum (int32 wrap),
+    multiplier, 2^left shift, right shift; the gather offsets of four pixels per filter column
+    (stride 2, 3 input channels x 2), the output's four and two rows' eight; scratch for the
+    tile's rows."""
+    lay = Layers(7)
+    lay.dwconv("int8", 1, (9, 11), 3, 2, (3, 3), (2, 2))
+    graph = lay.graph("mve_dw_pack")
+    project = generate(graph, _mve_target(), name="m")
+    kernel = project.layers[0].kernel
+    consts = {k.suffix: np.asarray(k.values, np.int64) for k in kernel.consts}
+    sim = Interpreter(graph).kernels[0]
+    co, kk = 6, 9
+    taps = np.asarray(sim.wrows[:, :, :co], np.int64).reshape(kk, co)
+    rec = consts["ch"].reshape(co, kk + 4)
+    np.testing.assert_array_equal(rec[:, :kk], taps.T)
+    bias = np.asarray(sim.requant.bias, np.int64) - int(sim.qi.zp) * taps.sum(axis=0)
+    np.testing.assert_array_equal(rec[:, kk], (bias + 2**31) % 2**32 - 2**31)
+    shift = np.broadcast_to(np.asarray(sim.requant.shift, np.int64), (co,))
+    np.testing.assert_array_equal(rec[:, kk + 1], np.asarray(sim.requant.multiplier))
+    np.testing.assert_array_equal(rec[:, kk + 2], 1 << np.maximum(shift, 0))
+    np.testing.assert_array_equal(rec[:, kk + 3], np.minimum(shift, 0))
+    p = kernel.params
+    assert (p["R"], p["NR"], p["OW"], p["WP"], p["OFFV"], p["PAIRS"]) == (4, 9, 6, 13, 3, True)
+    offs = consts["offs"]
+    assert offs[:12].tolist() == [0, 6, 12, 18, 3, 9, 15, 21, 6, 12, 18, 24]
+    assert offs[12:16].tolist() == [0, 6, 12, 18]
+    pairs = offs[16:].astype("<i4").view("<u2").tolist()
+    assert pairs == [0, 36, 6, 42, 12, 48, 18, 54]
+    assert kernel.scratch_bytes == 9 * 13 * 3  # rows x columns x input channels
+
+
 def test_mve_gemm_packs_weights_in_loop_order_and_folds_the_input_zero_point() -> None:
     lay = Layers(5)
     lay.conv("int8", 1, (2, 2), 19, 6, (1, 1))

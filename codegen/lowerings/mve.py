@@ -118,6 +118,20 @@ DW_OFFSET_VECTORS = 3
 column's offset to the row pointer."""
 
 
+def _dw_loads(win: Any, rows: int, n_rows: int) -> list[tuple[int, list[tuple[int, Any]]]]:
+    """Per input row of a tile: per filter column, the (output row, tap) pairs its load feeds."""
+    loads = []
+    for i in range(n_rows):
+        per_row = []
+        for kx in range(win.kw):
+            uses = [(r, ky * win.kw + kx) for r in range(rows) for ky in range(win.kh)
+                    if r * win.sh + ky * win.dh == i]
+            if uses:
+                per_row.append((kx, uses))
+        loads.append((i, per_row))
+    return loads
+
+
 @lowering("DEPTHWISE_CONV_2D", isa="mve")
 def depthwise_mve(ctx: Context) -> LayerCode:
     """Any window, stride, dilation, padding, channel count and depth multiplier, int8: four
@@ -158,36 +172,32 @@ def depthwise_mve(ctx: Context) -> LayerCode:
     if pairs:
         so2 = [j // 2 * co + (row_out if j % 2 else 0) for j in range(8)]
         offs += np.array(so2, "<u2").view("<i4").tolist()
-    # per input row of a tile: per filter column, the (output row, tap) pairs its load feeds
-    loads = []
-    for i in range(n_rows):
-        per_row = []
-        for kx in range(win.kw):
-            uses = [(r, ky * win.kw + kx) for r in range(rows) for ky in range(win.kh)
-                    if r * win.sh + ky * win.dh == i]
-            if uses:
-                per_row.append((kx, uses))
-        loads.append((i, per_row))
     # the right shifts of double rounding: all nonzero (the tie fix-up is the sign), all zero
     # (no rounding shift), or mixed (the fix-up masks by the shift)
-    right = np.minimum(np.atleast_1d(np.asarray(req.shift, np.int64)), 0)
+    shift = np.broadcast_to(np.asarray(req.shift, np.int64), (co,))
+    right = np.minimum(shift, 0)
     fix = "none" if not right.any() else "sign" if right.all() else "vector"
-    if fix == "none" and rq["mode"].startswith("double"):
-        rq_consts = [k for k in rq_consts if k.suffix != f"{rq['name']}b"]  # all zero, unused
+    # per channel one record (one pointer for all of a channel's constants): the taps, the
+    # bias, and double rounding's multiplier, 2^left shift and right shift; single rounding
+    # keeps its per-channel arrays (splat for the qlane_fixedpoint.h helpers)
+    multiplier = np.broadcast_to(np.asarray(req.multiplier, np.int64), (co,))
+    records = _wrap32(np.concatenate([taps.T, bias[:, None], multiplier[:, None],
+                                      (1 << np.maximum(shift, 0))[:, None], right[:, None]],
+                                     axis=1))
     consts = [
-        Const("w", taps.T.reshape(-1).astype(np.int8),
-              f"filter, int8 [{co} channels][{kk} taps]"),
-        Const("bias", bias.astype(np.int32),
-              f"bias - input zero point ({zi}) x the channel's filter sum, int32 wrap"),
+        Const("ch", records.reshape(-1).astype(np.int32),
+              f"per channel: {kk} taps, bias - input zero point ({zi}) x the filter sum (int32 "
+              "wrap), multiplier, 2^left shift, right shift (<= 0)"),
         Const("offs", np.array(offs, np.int32),
               "gather byte offsets of four pixels per filter column, then the output's (and "
               "two rows' eight, int16 pairs)"),
-        *rq_consts,
+        *([] if rq["mode"].startswith("double") else rq_consts),
     ]
     params: dict[str, Any] = dict(
         **_types(dt), **g, **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq, ZI=zi,
         CO=co, MULT=mult, KK=kk, R=rows, NR=n_rows, WP=wp, NCOPY=n_copy, OFFV=offv,
-        rows=loads, FIX=fix, SO_IS_OFF0=offs[:4] == offs[4 * offv:4 * offv + 4], PAIRS=pairs,
+        rows=_dw_loads(win, rows, n_rows), REC=kk + 4, FIX=fix, PAIRS=pairs,
+        SO_IS_OFF0=offs[:4] == offs[4 * offv:4 * offv + 4],
     )
     return LayerCode(template="mve/dwconv_px.c.j2", op="dwconv2d",
                      variant=window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw),
