@@ -1035,6 +1035,10 @@ def _register_mve(
 P16 = Vec("uint16", 1)  # mve_pred16_t
 S8, S16 = Vec("int8", 1), Vec("int16", 1)
 S8x4m, U8x4m = Vec("int8", 4), Vec("uint8", 4)  # four bytes in memory (VLDRB.32 / VSTRB.32)
+GATHER_BYTES = 64
+S8xG = Vec("int8", GATHER_BYTES)
+"""The memory a byte gather or scatter reaches in the emulator: ``GATHER_BYTES`` bytes from the
+base register, every offset inside them (a program's offsets may reach further)."""
 
 
 def _active(p, lanes: int) -> np.ndarray:
@@ -1112,6 +1116,77 @@ for _name, _val, _mem, _mn, _meaning in (
 def _vstrbq_p_s32(memory, value, p):
     """Predicated truncating byte store of int32 lanes."""
     return np.where(_active(p, 4), _wrap(_i64(value), 8, True), _i64(memory)), None
+
+
+@_register_mve(
+    "vstrbq_p_s8", (S8x16, S8x16, P16), S8x16, "VPST; VSTRBT.8 Qd, [Rn]",
+    meaning="the active int8 lanes (bit e of p) written at the pointer; the bytes of inactive "
+    "lanes keep the memory's value (operand 0)",
+    saturation="none",
+)
+def _vstrbq_p_s8(memory, value, p):
+    """Predicated byte store."""
+    return np.where(_active(p, 16), _i64(value), _i64(memory)), None
+
+
+def _offsets(memory: np.ndarray, offsets) -> np.ndarray:
+    """Byte offsets of a gather or scatter, checked to lie inside the emulated memory."""
+    o = _i64(offsets)
+    if np.any((o < 0) | (o >= memory.shape[-1])):
+        raise ValueError(f"gather/scatter offset outside the {memory.shape[-1]} emulated bytes")
+    return o
+
+
+@_register_mve(
+    "vldrbq_gather_offset_s32", (S8xG, U32x4), S32x4, "VLDRB.S32 Qd, [Rn, Qm]",
+    meaning="lane e: the int8 at the pointer + offset[e] (bytes), sign-extended into int32",
+    saturation="none",
+)
+def _vldrbq_gather_offset_s32(memory, offsets):
+    """Byte gather: memory[offset[e]] per lane."""
+    m = _i64(memory)
+    o = _offsets(m, offsets)
+    lead = np.broadcast_shapes(m.shape[:-1], o.shape[:-1])
+    m = np.broadcast_to(m, lead + m.shape[-1:])
+    o = np.broadcast_to(o, lead + o.shape[-1:])
+    return np.take_along_axis(m, o, axis=-1), None
+
+
+def _scatter(memory, offsets, value, p=None):
+    """Byte scatter of the lanes' low bytes, lane 0 first (a later lane wins a shared byte)."""
+    m = _i64(memory)
+    o = _offsets(m, offsets)
+    v = _wrap(_i64(value), 8, True)
+    lanes = v.shape[-1]
+    act = np.ones(v.shape, bool) if p is None else _active(p, lanes)
+    lead = np.broadcast_shapes(m.shape[:-1], o.shape[:-1], v.shape[:-1], act.shape[:-1])
+    out = np.array(np.broadcast_to(m, lead + m.shape[-1:])).reshape(-1, m.shape[-1])
+    o, v, act = (np.broadcast_to(a, lead + (lanes,)).reshape(-1, lanes) for a in (o, v, act))
+    rows = np.arange(out.shape[0])
+    for e in range(lanes):
+        on = act[:, e]
+        out[rows[on], o[on, e]] = v[on, e]
+    return out.reshape(lead + m.shape[-1:]), None
+
+
+_register_mve(
+    "vstrbq_scatter_offset_s32", (S8xG, U32x4, S32x4), S8xG, "VSTRB.32 Qd, [Rn, Qm]",
+    meaning="the low byte of int32 lane e written at the pointer + offset[e] (bytes), lanes in "
+    "order (the last lane to a byte wins); other bytes keep the memory's value (operand 0)",
+    saturation="none",
+)(_scatter)
+_register_mve(
+    "vstrbq_scatter_offset_s16", (S8xG, U16x8, S16x8), S8xG, "VSTRB.16 Qd, [Rn, Qm]",
+    meaning="the low byte of int16 lane e written at the pointer + offset[e] (bytes), lanes in "
+    "order (the last lane to a byte wins); other bytes keep the memory's value (operand 0)",
+    saturation="none",
+)(_scatter)
+_register_mve(
+    "vstrbq_scatter_offset_p_s32", (S8xG, U32x4, S32x4, P16), S8xG,
+    "VPST; VSTRBT.32 Qd, [Rn, Qm]",
+    meaning="vstrbq_scatter_offset_s32 for the active lanes (bit 4e of p) only",
+    saturation="none",
+)(_scatter)
 
 
 def _vctp(lanes: int):
@@ -1235,6 +1310,18 @@ _register_mve(
     meaning="a + b per lane",
     saturation="clamps to [INT32_MIN, INT32_MAX], setting QC",
 )(INSTRUCTIONS["vqaddq_s32"].impl)
+
+
+@_register_mve(
+    "vqaddq_n_s16", (S16x8, S16), S16x8, "VQADD.S16 Qd, Qn, Rm",
+    meaning="a + b per lane, b a scalar (an output zero point)",
+    saturation="clamps to [-32768, 32767], setting QC",
+)
+def _vqaddq_n_s16(a, b):
+    """Saturating add of a scalar."""
+    return _sat(_i64(a) + _scalar_lanes(b), 16, True)
+
+
 _register_mve(
     "vandq_s32", (S32x4, S32x4), S32x4, "VAND Qd, Qn, Qm",
     meaning="bitwise a AND b", saturation="none",
@@ -1264,6 +1351,17 @@ _register_mve(
     "+infinity, computed without overflow; for s >= 0 a << s",
     saturation="none: left shifts wrap; s <= -32 gives 0",
 )(INSTRUCTIONS["vrshlq_s32"].impl)
+
+
+@_register_mve(
+    "vrshlq_n_s32", (S32x4, S32), S32x4, "VRSHL.S32 Qda, Rm",
+    meaning="vrshlq_s32 by the signed low byte of the scalar b in every lane (a per-tensor or "
+    "per-channel right shift held in a general register)",
+    saturation="none: left shifts wrap; s <= -32 gives 0",
+)
+def _mve_vrshlq_n_s32(a, b):
+    """Rounding shift by a scalar."""
+    return INSTRUCTIONS["vrshlq_s32"].impl(a, _scalar_lanes(b))
 
 
 @_register_mve(

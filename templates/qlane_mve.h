@@ -13,15 +13,17 @@
  *
  * Loads and stores: vld1q_s8, vld1q_u8, vldrbq_s16, vldrbq_u16, vldrbq_s32, vldrbq_u32,
  * vldrwq_s32, vld1q_s32, vldrbq_z_s8, vst1q_s8, vst1q_u8, vstrbq_s32, vstrbq_u32, vstrbq_p_s32,
- * vstrwq_s32. Predicates: vctp8q, vctp16q, vctp32q. Dot products: vmladavq_s8, vmladavaq_s8,
+ * vstrbq_p_s8, vstrwq_s32; gather and scatter: vldrbq_gather_offset_s32,
+ * vstrbq_scatter_offset_s32, vstrbq_scatter_offset_s16, vstrbq_scatter_offset_p_s32 (offsets in
+ * bytes). Predicates: vctp8q, vctp16q, vctp32q. Dot products: vmladavq_s8, vmladavaq_s8,
  * vmladavaq_p_s8, vmladavaq_u8, vmladavaq_s16, vmladavaq_p_s16. Lanes: vdupq_n_s8, vdupq_n_s16,
  * vdupq_n_s32, vaddq_s32, vaddq_n_s32, vsubq_s16, vsubq_n_s16, vmulq_s32, vmulq_n_s32,
  * vmlaq_n_s32, vmaxq_s32, vminq_s32, vmaxq_s8, vminq_s8, vmaxq_u8, vminq_u8, vqaddq_s32,
- * vandq_s32, vshrq_n_s32, vshlq_s32, vrshlq_s32, vqshlq_s32, vqrdmulhq_s32, vqrdmulhq_n_s32,
- * vqdmulhq_s32, vmulhq_s32, vrmulhq_s32. Narrowing: vmovnbq_s32, vqmovnbq_s32, vqmovntq_s32,
- * vmovnbq_s16, vqmovnbq_s16, vqmovntq_s16 and twelve vreinterpretq casts. Reductions:
- * vaddvq_s32, vaddvaq_s32, vaddvq_s8. MVE has no vector-by-vector integer multiply-accumulate
- * (no vmlaq_s32): write vaddq_s32(acc, vmulq_s32(a, b)).
+ * vqaddq_n_s16, vandq_s32, vshrq_n_s32, vshlq_s32, vrshlq_s32, vrshlq_n_s32, vqshlq_s32,
+ * vqrdmulhq_s32, vqrdmulhq_n_s32, vqdmulhq_s32, vmulhq_s32, vrmulhq_s32. Narrowing: vmovnbq_s32,
+ * vqmovnbq_s32, vqmovntq_s32, vmovnbq_s16, vqmovnbq_s16, vqmovntq_s16 and twelve vreinterpretq
+ * casts. Reductions: vaddvq_s32, vaddvaq_s32, vaddvq_s8. MVE has no vector-by-vector integer
+ * multiply-accumulate (no vmlaq_s32): write vaddq_s32(acc, vmulq_s32(a, b)).
  *
  * Assumes >> of a negative integer is arithmetic (GCC, Clang, Arm Compiler) and, for the
  * vreinterpretq casts, a little-endian host. On a host it defines int8x16_t and friends: do not
@@ -234,6 +236,53 @@ static inline void vstrbq_p_s32(int8_t *base, int32x4_t value, mve_pred16_t p) {
     for (k = 0; k < 4; ++k) {
         if (qlane_mve_active(p, 4u * (unsigned)k)) {
             base[k] = qlane_mve_s8((uint32_t)value.val[k]);
+        }
+    }
+}
+
+/* VPST; VSTRBT.8: the active int8 lanes (bit e of p) written at base; other bytes untouched. */
+static inline void vstrbq_p_s8(int8_t *base, int8x16_t value, mve_pred16_t p) {
+    int k;
+    for (k = 0; k < 16; ++k) {
+        if (qlane_mve_active(p, (unsigned)k)) {
+            base[k] = value.val[k];
+        }
+    }
+}
+
+/* VLDRB.S32 (gather): base[offset[e]] sign-extended into int32 lane e. */
+static inline int32x4_t vldrbq_gather_offset_s32(int8_t const *base, uint32x4_t offset) {
+    int32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = base[offset.val[k]];
+    }
+    return r;
+}
+
+/* VSTRB.32 (scatter): the low byte of lane e written at base + offset[e], lane 0 first. */
+static inline void vstrbq_scatter_offset_s32(int8_t *base, uint32x4_t offset, int32x4_t value) {
+    int k;
+    for (k = 0; k < 4; ++k) {
+        base[offset.val[k]] = qlane_mve_s8((uint32_t)value.val[k]);
+    }
+}
+
+/* VSTRB.16 (scatter): the low byte of int16 lane e written at base + offset[e], lane 0 first. */
+static inline void vstrbq_scatter_offset_s16(int8_t *base, uint16x8_t offset, int16x8_t value) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        base[offset.val[k]] = qlane_mve_s8((uint32_t)(int32_t)value.val[k]);
+    }
+}
+
+/* VPST; VSTRBT.32 (scatter): as vstrbq_scatter_offset_s32 for the active lanes (bit 4e of p). */
+static inline void vstrbq_scatter_offset_p_s32(int8_t *base, uint32x4_t offset, int32x4_t value,
+                                               mve_pred16_t p) {
+    int k;
+    for (k = 0; k < 4; ++k) {
+        if (qlane_mve_active(p, 4u * (unsigned)k)) {
+            base[offset.val[k]] = qlane_mve_s8((uint32_t)value.val[k]);
         }
     }
 }
@@ -464,6 +513,15 @@ static inline int32x4_t vqaddq_s32(int32x4_t a, int32x4_t b) {
     return a;
 }
 
+/* VQADD.S16 (scalar): a + b per lane with b in every lane, clamped to [-32768, 32767]. */
+static inline int16x8_t vqaddq_n_s16(int16x8_t a, int16_t b) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        a.val[k] = (int16_t)qlane_mve_clamp((int32_t)a.val[k] + b, -32768, 32767);
+    }
+    return a;
+}
+
 /* VAND: bitwise a AND b. */
 static inline int32x4_t vandq_s32(int32x4_t a, int32x4_t b) {
     int k;
@@ -499,6 +557,11 @@ static inline int32x4_t vrshlq_s32(int32x4_t a, int32x4_t b) {
         a.val[k] = qlane_mve_shl(a.val[k], b.val[k], 1);
     }
     return a;
+}
+
+/* VRSHL.S32 (scalar): vrshlq_s32 with the signed low byte of b as every lane's shift. */
+static inline int32x4_t vrshlq_n_s32(int32x4_t a, int32_t b) {
+    return vrshlq_s32(a, vdupq_n_s32(b));
 }
 
 /* VQSHL.S32: a << s, s the signed low byte of b, left shifts clamped to int32; s < 0: floor. */

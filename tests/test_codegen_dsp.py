@@ -166,10 +166,10 @@ class Layers:
     def dwconv(self, dtype: str, batch: int, hw: tuple[int, int], cin: int, mult: int,
                k: tuple[int, int], s: tuple[int, int] = (1, 1), d: tuple[int, int] = (1, 1),
                padding: str = "SAME", scale: str = "normal", bias: str = "normal",
-               tiny: bool = False, **extra: Any) -> None:
+               tiny: bool = False, per_channel: bool = True, **extra: Any) -> None:
         x, qi = self._io((batch, *hw, cin), dtype)
         n = cin * mult
-        w, qw = _weights(self.rng, (1, *k, n), dtype, 3, True, tiny)
+        w, qw = _weights(self.rng, (1, *k, n), dtype, 3, per_channel, tiny)
         oh = out_size(padding, hw[0], k[0], s[0], d[0])
         ow = out_size(padding, hw[1], k[1], s[1], d[1])
         opts = dict(padding=padding, stride_h=s[0], stride_w=s[1], dilation_h=d[0],

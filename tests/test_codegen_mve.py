@@ -9,11 +9,14 @@ kernels beside them, compile and run exactly as on an M55 with the portable head
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_codegen_dsp import Layers
+from test_cprims import STRICT
 
 from qlane.codegen import qemu
 from qlane.codegen.emit import generate
@@ -74,7 +77,7 @@ def _layers(lay: Layers) -> None:
     _general_convs(lay)
     lay.conv("uint8", 1, (5, 4), 3, 5, (3, 3))  # uint8: the DSP kernel
     # depthwise: stride 1 and 2, SAME and VALID, 5x5, dilation, batch 2, RELU onto the zero
-    # point; 6 channels (not a multiple of 4) and uint8 take the DSP kernel
+    # point; 6 channels (not a multiple of 4); uint8 takes the DSP kernel
     lay.dwconv("int8", 1, (7, 9), 8, 1, (3, 3))
     lay.dwconv("int8", 2, (9, 8), 16, 1, (3, 3), (2, 2))
     lay.dwconv("int8", 1, (8, 7), 12, 1, (5, 5), padding="VALID")
@@ -82,6 +85,26 @@ def _layers(lay: Layers) -> None:
     lay.dwconv("int8", 1, (6, 10), 32, 1, (3, 3), activation="RELU", zp_out=-128)
     lay.dwconv("int8", 1, (5, 5), 6, 1, (3, 3))
     lay.dwconv("uint8", 1, (5, 6), 8, 1, (3, 3))
+    _depthwise_layers(lay)
+
+
+def _depthwise_layers(lay: Layers) -> None:
+    """Depthwise layers of the pixels-in-lanes kernel's paths: odd sizes with stride 2 and
+    channels not a multiple of 4; fewer than four output columns (predicated scatter) and rows
+    (one short tile); a depth multiplier; dilation with VALID padding; a 5x3 window with stride
+    1x2; a 3x5 window (wider than the offset vectors); requantization with a left shift, with a
+    zero right shift in some channels, per tensor; a wrapping bias; batch 2."""
+    lay.dwconv("int8", 1, (5, 7), 6, 1, (3, 3), (2, 2))
+    lay.dwconv("int8", 1, (3, 3), 5, 1, (3, 3))
+    lay.dwconv("int8", 1, (6, 5), 3, 2, (3, 3), activation="RELU")
+    lay.dwconv("int8", 1, (10, 11), 7, 1, (3, 3), d=(2, 1), padding="VALID")
+    lay.dwconv("int8", 2, (7, 6), 8, 1, (5, 3), (1, 2))
+    lay.dwconv("int8", 1, (9, 12), 4, 1, (3, 5), (2, 1), activation="NONE")
+    lay.dwconv("int8", 1, (6, 6), 8, 1, (3, 3), scale="ge1", tiny=True)
+    lay.dwconv("int8", 1, (6, 9), 12, 1, (3, 3), scale="half", activation="NONE")
+    lay.dwconv("int8", 1, (5, 8), 9, 1, (3, 3), scale="quarter", bias="wrap")
+    lay.dwconv("int8", 1, (13, 4), 2, 1, (2, 2), (3, 1), padding="VALID", activation="RELU6")
+    lay.dwconv("int8", 1, (7, 7), 16, 1, (3, 3), per_channel=False)
 
 
 def test_mve_layers_bit_exact_on_the_host() -> None:
@@ -91,9 +114,9 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
     target = _mve_target()
     project = generate(graph, target, name="m")
     isas = [parse_symbol(layer.symbol).isa for layer in project.layers]
-    # every int8 conv, FC and depthwise (4k channels) is MVE; the others fall back to DSP
-    assert isas == (["mve"] * 17 + ["dsp"] + ["mve"] * 12 + ["dsp"] + ["mve"] * 5
-                    + ["dsp", "dsp"]), isas
+    # every int8 conv, FC and depthwise is MVE; the uint8 ones fall back to DSP
+    assert isas == (["mve"] * 17 + ["dsp"] + ["mve"] * 12 + ["dsp"] + ["mve"] * 6 + ["dsp"]
+                    + ["mve"] * 11), isas
     tiles = [parse_symbol(layer.symbol).tile for layer in project.layers]
     assert tiles[9:17] == ["1x7", "2x4"] + ["1x7"] * 6, tiles
     assert {"2x4", "3x4"} <= set(tiles), tiles
@@ -102,6 +125,76 @@ def test_mve_layers_bit_exact_on_the_host() -> None:
            for r in report.layers if not r.bit_exact]
     assert not bad, "\n".join(bad)
     assert report.model_bit_exact
+
+
+def test_mve_depthwise_single_rounding_bit_exact_on_the_host() -> None:
+    """The depthwise layers under single rounding (the kernel's requantization helpers with the
+    channel's constants splat, instead of its scalar double-rounding form)."""
+    lay = Layers(43)
+    _depthwise_layers(lay)
+    graph = lay.graph("mve_dw_single")
+    target = _mve_target()
+    project = generate(graph, target, name="m", rounding="single")
+    modes = {layer.kernel.params["rq"]["mode"] for layer in project.layers}
+    assert {"single", "single_neg"} <= modes and all("mve" in layer.symbol
+                                                       for layer in project.layers)
+    report = verify(graph, target, lay.data, rounding="single")
+    bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
+           for r in report.layers if not r.bit_exact]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.hostc
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_mve_depthwise_builds_warning_free(tmp_path: Path, rounding: str) -> None:
+    """Every depthwise layer's C, with the portable qlane_mve.h: gcc -std=c99 -pedantic -Wall
+    -Wextra -Werror (no unused offset vector or constant on any path)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed")
+    lay = Layers(47)
+    _depthwise_layers(lay)
+    project = generate(lay.graph("mve_dw_warn"), _mve_target(), name="m", rounding=rounding)
+    for fname, text in project.files.items():
+        if fname.endswith((".h", ".c")) and "/" not in fname:
+            (tmp_path / fname).write_text(text)
+    sources = sorted(str(s) for s in tmp_path.glob("m_l*.c"))
+    assert len(sources) == len(project.layers)
+    res = subprocess.run([gcc, *STRICT, "-fsyntax-only", "-I", str(tmp_path), *sources],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[:3000]
+
+
+def test_mve_depthwise_packs_channel_records_and_offsets() -> None:
+    """Per output channel: its taps, the bias minus input zero point x filter sum (int32 wrap),
+    multiplier, 2^left shift, right shift; the gather offsets of four pixels per filter column
+    (stride 2, 3 input channels x 2), the output's four and two rows' eight; scratch for the
+    tile's rows."""
+    lay = Layers(7)
+    lay.dwconv("int8", 1, (9, 11), 3, 2, (3, 3), (2, 2))
+    graph = lay.graph("mve_dw_pack")
+    project = generate(graph, _mve_target(), name="m")
+    kernel = project.layers[0].kernel
+    consts = {k.suffix: np.asarray(k.values, np.int64) for k in kernel.consts}
+    sim = Interpreter(graph).kernels[0]
+    co, kk = 6, 9
+    taps = np.asarray(sim.wrows[:, :, :co], np.int64).reshape(kk, co)
+    rec = consts["ch"].reshape(co, kk + 4)
+    np.testing.assert_array_equal(rec[:, :kk], taps.T)
+    bias = np.asarray(sim.requant.bias, np.int64) - int(sim.qi.zp) * taps.sum(axis=0)
+    np.testing.assert_array_equal(rec[:, kk], (bias + 2**31) % 2**32 - 2**31)
+    shift = np.broadcast_to(np.asarray(sim.requant.shift, np.int64), (co,))
+    np.testing.assert_array_equal(rec[:, kk + 1], np.asarray(sim.requant.multiplier))
+    np.testing.assert_array_equal(rec[:, kk + 2], 1 << np.maximum(shift, 0))
+    np.testing.assert_array_equal(rec[:, kk + 3], np.minimum(shift, 0))
+    p = kernel.params
+    assert (p["R"], p["NR"], p["OW"], p["WP"], p["OFFV"], p["PAIRS"]) == (4, 9, 6, 13, 3, True)
+    offs = consts["offs"]
+    assert offs[:12].tolist() == [0, 6, 12, 18, 3, 9, 15, 21, 6, 12, 18, 24]
+    assert offs[12:16].tolist() == [0, 6, 12, 18]
+    pairs = offs[16:].astype("<i4").view("<u2").tolist()
+    assert pairs == [0, 36, 6, 42, 12, 48, 18, 54]
+    assert kernel.scratch_bytes == 9 * 13 * 3  # rows x columns x input channels
 
 
 def test_mve_gemm_packs_weights_in_loop_order_and_folds_the_input_zero_point() -> None:

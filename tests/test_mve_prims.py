@@ -19,7 +19,14 @@ from test_cprims import STRICT, edge_values, multiplier_edges, random_int32, ran
 
 from qlane.codegen import cprims
 from qlane.sim import fixedpoint as fp
-from qlane.sim.simd import INSTRUCTIONS, MVE_INSTRUCTIONS, Imm, Vec, requantize_mve
+from qlane.sim.simd import (
+    GATHER_BYTES,
+    INSTRUCTIONS,
+    MVE_INSTRUCTIONS,
+    Imm,
+    Vec,
+    requantize_mve,
+)
 
 INT32_MIN, INT32_MAX = fp.INT32_MIN, fp.INT32_MAX
 HEADER = "qlane_mve.h"
@@ -33,9 +40,11 @@ QEMU_EDGE, QEMU_RANDOM = 768, 256  # registers per intrinsic on the QEMU Cortex-
 # reg: a vector register; gpr: a general-purpose register; mem: memory at a pointer (a load's
 # source, a store's destination; a predicated store's operand 0 is the memory before it);
 # shift: a vector of per-lane shift counts (their signed low bytes); pred: an mve_pred16_t;
-# count: VCTP's element count; imm: an immediate.
+# count: VCTP's element count; offs: a vector of byte offsets into a gather's or scatter's memory
+# (inside sim.simd.GATHER_BYTES); imm: an immediate.
 
-REG, GPR, MEM, SHIFT, PRED, COUNT, IMM = "reg", "gpr", "mem", "shift", "pred", "count", "imm"
+REG, GPR, MEM, SHIFT, PRED, COUNT, OFFS, IMM = ("reg", "gpr", "mem", "shift", "pred", "count",
+                                               "offs", "imm")
 _LOADS = ("vld1q_s8", "vld1q_u8", "vldrbq_s16", "vldrbq_u16", "vldrbq_s32", "vldrbq_u32",
           "vldrwq_s32", "vld1q_s32")
 _STORES = ("vst1q_s8", "vst1q_u8", "vstrbq_s32", "vstrbq_u32", "vstrwq_s32")
@@ -52,6 +61,11 @@ SPECS: dict[str, tuple[tuple[str, ...], str]] = {
     "vldrbq_z_s8": ((MEM, PRED), REG),
     **{n: ((REG,), MEM) for n in _STORES},
     "vstrbq_p_s32": ((MEM, REG, PRED), MEM),
+    "vstrbq_p_s8": ((MEM, REG, PRED), MEM),
+    "vldrbq_gather_offset_s32": ((MEM, OFFS), REG),
+    "vstrbq_scatter_offset_s32": ((MEM, OFFS, REG), MEM),
+    "vstrbq_scatter_offset_s16": ((MEM, OFFS, REG), MEM),
+    "vstrbq_scatter_offset_p_s32": ((MEM, OFFS, REG, PRED), MEM),
     **{f"vctp{b}q": ((COUNT,), PRED) for b in (8, 16, 32)},
     "vmladavq_s8": ((REG, REG), GPR),
     **{n: ((GPR, REG, REG), GPR) for n in ("vmladavaq_s8", "vmladavaq_u8", "vmladavaq_s16")},
@@ -59,10 +73,11 @@ SPECS: dict[str, tuple[tuple[str, ...], str]] = {
     **{f"vdupq_n_s{b}": ((GPR,), REG) for b in (8, 16, 32)},
     **{n: ((REG, REG), REG) for n in _LANEWISE},
     **{n: ((REG, GPR), REG) for n in ("vaddq_n_s32", "vsubq_n_s16", "vmulq_n_s32",
-                                      "vqrdmulhq_n_s32")},
+                                      "vqrdmulhq_n_s32", "vqaddq_n_s16")},
     "vmlaq_n_s32": ((REG, REG, GPR), REG),
     "vshrq_n_s32": ((REG, IMM), REG),
     **{n: ((REG, SHIFT), REG) for n in ("vshlq_s32", "vrshlq_s32", "vqshlq_s32")},
+    "vrshlq_n_s32": ((REG, GPR), REG),
     **{n: ((REG,), REG) for n in _REINTERPRET},
     "vaddvq_s32": ((REG,), GPR),
     "vaddvq_s8": ((REG,), GPR),
@@ -111,9 +126,18 @@ COUNT_EDGES = [*range(0, 21), 31, 32, 33, 255, 256, 0x7FFFFFFF, 0x80000000, 0xFF
                0xFFFFFFFF]
 
 
+OFFS_EDGES = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, 33, 47, 48, 60, 61, 62, 63]
+"""Byte offsets at the ends of the emulated gather memory and around its powers of two (a
+register with every lane on one of them makes a scatter's lanes share a byte)."""
+MEMORY_BEFORE = ("vstrbq_p_s32", "vstrbq_p_s8", "vstrbq_scatter_offset_s32",
+                 "vstrbq_scatter_offset_s16", "vstrbq_scatter_offset_p_s32")
+"""The stores that leave some bytes of their memory as they were (operand 0: the memory before)."""
+
+
 def _special(kind: str) -> np.ndarray | None:
     return {SHIFT: np.array(SHIFT_EDGES, np.int64), PRED: np.array(PRED_EDGES, np.int64),
-            COUNT: np.array(COUNT_EDGES, np.int64)}.get(kind)
+            COUNT: np.array(COUNT_EDGES, np.int64), OFFS: np.array(OFFS_EDGES, np.int64)}.get(
+        kind)
 
 
 def _candidates(t: Vec | Imm, kind: str, rich: bool, rng: np.random.Generator) -> np.ndarray:
@@ -185,6 +209,8 @@ def random_operands(name: str) -> tuple[np.ndarray, ...]:
             tails = rng.choice(np.array(PRED_EDGES), n)
             out.append(np.where(rng.random(n) < 0.5, rng.integers(0, 1 << 16, n), tails)
                        .astype(np.uint16))
+        elif kind == OFFS:
+            out.append(rng.integers(0, GATHER_BYTES, (n, t.lanes)).astype(t.dtype))
         elif kind == COUNT:
             big = rng.integers(0, 1 << 32, n, dtype=np.uint64)
             out.append(np.where(rng.random(n) < 0.7, rng.integers(0, 40, n), big)
@@ -251,7 +277,7 @@ def _harness_fn(name: str) -> tuple[str, str]:
             args.append("IMM")
             continue
         params.append(f"const {CTYPES[t.dtype]} *a{k}")
-        if kind == MEM and out_kind == MEM:  # the memory a predicated store starts from
+        if kind == MEM and out_kind == MEM:  # the memory a partial store starts from
             body.append(f"memcpy(out + i * {t.lanes}, a{k} + i * {t.lanes}, sizeof *out * "
                         f"{t.lanes});")
             args.append(f"out + i * {t.lanes}")
@@ -351,7 +377,7 @@ def test_every_header_intrinsic_has_a_case() -> None:
                 assert (t.lanes == 1) == (kind in (GPR, PRED, COUNT)), (name, kind)
         assert (inst.output.lanes == 1) == (out_kind in (GPR, PRED)), name
         assert (out_kind == MEM) == name.startswith("vst"), name
-        assert (MEM in kinds) == (name.startswith("vld") or name == "vstrbq_p_s32"), name
+        assert (MEM in kinds) == (name.startswith("vld") or name in MEMORY_BEFORE), name
 
 
 @pytest.mark.fast
@@ -386,7 +412,7 @@ def test_registry_metadata() -> None:
         assert inst.mnemonic and inst.meaning and inst.saturation
         kinds, out_kind = SPECS[name]
         for t, kind in [*zip(inst.inputs, kinds), (inst.output, out_kind)]:
-            if isinstance(t, Vec) and kind in (REG, SHIFT):
+            if isinstance(t, Vec) and kind in (REG, SHIFT, OFFS):
                 assert t.bits == 128, (name, t)
     assert all(i.isa in ("neon", "dsp") for i in INSTRUCTIONS.values())
     assert MVE_INSTRUCTIONS["vmladavaq_p_s8"].lanes == 16
@@ -431,6 +457,25 @@ def test_architecture_corners() -> None:
     assert store(mem, word, np.uint16(0x000E)).tolist() == [9, 9, 9, 9]
     assert store(mem, word, np.uint16(0x0011)).tolist() == [-1, 127, 9, 9]
     assert store(mem, word, np.uint16(0xFFFF)).tolist() == [-1, 127, -128, 3]
+    # gathers and scatters address bytes; a scatter writes lane 0 first, so a later lane wins
+    mem64 = np.arange(64, dtype=np.int8) - 32
+    offs = np.array([63, 0, 7, 7], np.uint32)
+    assert op["vldrbq_gather_offset_s32"](mem64, offs).tolist() == [31, -32, -25, -25]
+    scat = op["vstrbq_scatter_offset_s32"](np.zeros(64, np.int8), offs, word)
+    assert scat[[0, 7, 63]].tolist() == [127, 3, -1] and np.count_nonzero(scat) == 3
+    scat_p = op["vstrbq_scatter_offset_p_s32"](mem64, offs, word, np.uint16(0x00F1))
+    assert scat_p[[0, 7, 63]].tolist() == [127, -25, -1]
+    assert op["vstrbq_p_s8"](np.zeros(16, np.int8), np.full(16, 5, np.int8),
+                             np.uint16(0x8001)).tolist() == [5] + [0] * 14 + [5]
+    halves = np.array([0x1FF, -129, 300, 7, -1, 2, 3, 4], np.int16)
+    scat16 = op["vstrbq_scatter_offset_s16"](np.zeros(64, np.int8),
+                                             np.array([0, 1, 2, 63, 5, 5, 6, 7], np.uint16), halves)
+    assert scat16[[0, 1, 2, 5, 63]].tolist() == [-1, 127, 44, 2, 7]
+    assert op["vqaddq_n_s16"](np.array([32760, -32760, 5, 0, 0, 0, 0, 0], np.int16),
+                              np.int16(-128)).tolist()[:3] == [32632, -32768, -123]
+    with pytest.raises(ValueError):
+        op["vldrbq_gather_offset_s32"](mem64, np.array([0, 64, 1, 2], np.uint32))
+    assert op["vrshlq_n_s32"](np.full(4, -7, np.int32), np.int32(0x1FE)).tolist() == [-2] * 4
     a8 = np.arange(1, 17, dtype=np.int8)
     assert op["vldrbq_z_s8"](a8, np.uint16(0x8001)).tolist() == [1] + [0] * 14 + [16]
     ones = np.ones(8, np.int16)

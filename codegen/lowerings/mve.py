@@ -1,6 +1,6 @@
 """Helium (MVE, Armv8.1-M: Cortex-M55 / M85) lowerings: CONV_2D (1x1 rows, or im2col windows)
-and FULLY_CONNECTED with int8 weights as VMLADAVA dot products; DEPTHWISE_CONV_2D with channels
-in int32 lanes.
+and FULLY_CONNECTED with int8 weights as VMLADAVA dot products; DEPTHWISE_CONV_2D with output
+pixels in int32 lanes.
 
 Every constant comes from the prepared simulator kernel. The input zero point is folded into
 the bias, the weights are raw int8 rows (symmetric per-channel quantization, the int8 scheme);
@@ -24,7 +24,6 @@ from .neon import (
     _dtype,
     _fixed_requantizer,
     _geometry,
-    _interior,
     _layer_requant,
     _out_stage,
     _pad,
@@ -162,48 +161,97 @@ def fully_connected_mve(ctx: Context) -> LayerCode:
     return _gemm(ctx, "fc", f"n{sim.units}d{sim.depth}", wmat, int(sim.rows))
 
 
-DW_CHANNELS = 4
-"""Channels per depthwise vector: four int32 lanes (VLDRB.S32 widens four input bytes)."""
+DW_ROWS = 4
+"""Output rows per depthwise tile: the loads of the input rows they share serve all of them
+(four int32x4 sums; with the filter columns' offset vectors, eight Q registers)."""
+
+DW_OFFSET_VECTORS = 3
+"""Filter widths up to this keep one gather offset vector per filter column; wider ones add the
+column's offset to the row pointer."""
+
+
+def _dw_loads(win: Any, rows: int, n_rows: int) -> list[tuple[int, list[tuple[int, Any]]]]:
+    """Per input row of a tile: per filter column, the (output row, tap) pairs its load feeds."""
+    loads = []
+    for i in range(n_rows):
+        per_row = []
+        for kx in range(win.kw):
+            uses = [(r, ky * win.kw + kx) for r in range(rows) for ky in range(win.kh)
+                    if r * win.sh + ky * win.dh == i]
+            if uses:
+                per_row.append((kx, uses))
+        loads.append((i, per_row))
+    return loads
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="mve")
 def depthwise_mve(ctx: Context) -> LayerCode:
-    """Depth multiplier 1, channels a multiple of 4: per tap VLDRB.S32 of four channels of the
-    input and of the filter, VMUL, VADD into int32 lanes; two output pixels share each filter
-    load. The input zero point is folded into the bias; taps in the padding add it back."""
+    """Any window, stride, dilation, padding, channel count and depth multiplier, int8: four
+    output pixels of one channel in int32 lanes, a gather VLDRB.S32 per input row and filter
+    column, VMLA.S32 by the scalar weight into each of `DW_ROWS` output rows that use it. The
+    input zero point is folded into the bias; the rows a tile reads are copied into scratch
+    between zero-point columns (zero-point rows outside the image)."""
     sim = ctx.sim
     assert isinstance(sim, DepthwiseConv2D)
     dt = _dtype(ctx)
     if dt != np.int8:
         raise Unsupported("uint8 layer (the MVE depthwise kernel takes the int8 scheme)")
-    if sim.mult != 1:
-        raise Unsupported(f"depth multiplier {sim.mult} (only 1)")
     g = _geometry(sim)
-    c = g["C"]
-    if c % DW_CHANNELS:
-        raise Unsupported(f"{c} channels (a multiple of {DW_CHANNELS})")
+    c, mult = g["C"], sim.mult
+    co = c * mult
     req = _fixed_requantizer(sim)
     win = sim.win
-    taps = np.asarray(sim.wrows[:, :, :c], np.int64).reshape(win.kh * win.kw, c)
+    kk = win.kh * win.kw
+    taps = np.asarray(sim.wrows[:, :, :co], np.int64).reshape(kk, co)
     if taps.min(initial=0) < -128 or taps.max(initial=0) > 127:
         raise Unsupported("weights outside int8")
     zi = int(sim.qi.zp)
     bias = _wrap32(np.asarray(req.bias, np.int64) - zi * taps.sum(axis=0))
-    rq, rq_consts = _layer_requant(req, c)
-    oy = _interior(win.oh, win.sh, win.top, win.kh, win.dh, g["H"])
-    ox = _interior(win.ow, win.sw, win.left, win.kw, win.dw, g["W"])
+    rq, rq_consts = _layer_requant(req, co)
+    rows = min(DW_ROWS, win.oh)
+    n_rows = (rows - 1) * win.sh + (win.kh - 1) * win.dh + 1
+    # scratch columns: every lane of a group of four reads inside the row, also past OW < 4
+    wp = (max(win.ow, 4) - 1) * win.sw + (win.kw - 1) * win.dw + 1
+    n_copy = min(g["W"], wp - win.left)
+    if n_copy <= 0:
+        raise Unsupported("left padding wider than the columns the window reads")
+    offv = win.kw if win.kw <= DW_OFFSET_VECTORS else 1
+    offs = [(kx * win.dw + j * win.sw) * c for kx in range(offv) for j in range(4)]
+    offs += [j * co for j in range(4)]
+    # two output rows' eight pixels in int16 lanes: even lanes the first row, odd the second
+    row_out = win.ow * co
+    pairs = rows > 1 and win.ow >= 4 and row_out + 3 * co <= 0xFFFF
+    if pairs:
+        so2 = [j // 2 * co + (row_out if j % 2 else 0) for j in range(8)]
+        offs += np.array(so2, "<u2").view("<i4").tolist()
+    # the right shifts of double rounding: all nonzero (the tie fix-up is the sign), all zero
+    # (no rounding shift), or mixed (the fix-up masks by the shift)
+    shift = np.broadcast_to(np.asarray(req.shift, np.int64), (co,))
+    right = np.minimum(shift, 0)
+    fix = "none" if not right.any() else "sign" if right.all() else "vector"
+    # per channel one record (one pointer for all of a channel's constants): the taps, the
+    # bias, and double rounding's multiplier, 2^left shift and right shift; single rounding
+    # keeps its per-channel arrays (splat for the qlane_fixedpoint.h helpers)
+    multiplier = np.broadcast_to(np.asarray(req.multiplier, np.int64), (co,))
+    records = _wrap32(np.concatenate([taps.T, bias[:, None], multiplier[:, None],
+                                      (1 << np.maximum(shift, 0))[:, None], right[:, None]],
+                                     axis=1))
     consts = [
-        Const("w", taps.reshape(-1).astype(np.int8),
-              f"filter, int8 [{win.kh * win.kw} taps][{c} channels]"),
-        Const("bias", _pad(bias, c, 0),
-              f"bias - input zero point ({zi}) x the channel's filter sum, int32 wrap"),
-        *rq_consts,
+        Const("ch", records.reshape(-1).astype(np.int32),
+              f"per channel: {kk} taps, bias - input zero point ({zi}) x the filter sum (int32 "
+              "wrap), multiplier, 2^left shift, right shift (<= 0)"),
+        Const("offs", np.array(offs, np.int32),
+              "gather byte offsets of four pixels per filter column, then the output's (and "
+              "two rows' eight, int16 pairs)"),
+        *([] if rq["mode"].startswith("double") else rq_consts),
     ]
     params: dict[str, Any] = dict(
         **_types(dt), **g, **_out_stage(req.zp, req.lo, req.hi, dt), rq=rq, ZI=zi,
-        OY0=oy[0], OY1=oy[1], OX0=ox[0], OX1=ox[1],
-        taps=[(ky, kx) for ky in range(win.kh) for kx in range(win.kw)],
+        CO=co, MULT=mult, KK=kk, R=rows, NR=n_rows, WP=wp, NCOPY=n_copy, OFFV=offv,
+        rows=_dw_loads(win, rows, n_rows), REC=kk + 4, FIX=fix, PAIRS=pairs,
+        SO_IS_OFF0=offs[:4] == offs[4 * offv:4 * offv + 4],
     )
-    return LayerCode(template="mve/dwconv.c.j2", op="dwconv2d",
+    return LayerCode(template="mve/dwconv_px.c.j2", op="dwconv2d",
                      variant=window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw),
-                     tile=f"2x{DW_CHANNELS}", params=params, consts=consts)
+                     tile=f"{rows}x4", params=params, consts=consts,
+                     scratch_bytes=n_rows * wp * c)
