@@ -17,9 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 CHIPS: dict[str, str] = {"cortex-m4": "dsp", "cortex-m7": "dsp", "cortex-a53": "neon",
-                         "cortex-a72": "neon"}
+                         "cortex-a72": "neon", "cortex-m55": "mve", "cortex-m85": "mve"}
 """Every chip with a cross build, and the ISA its kernels must run on."""
 DTYPES = ("uint8", "int8")
+CHIP_DTYPES: dict[str, tuple[str, ...]] = {"cortex-m55": ("int8",), "cortex-m85": ("int8",)}
+"""The dtypes a chip's own ISA takes, where not both: the MVE convolutions take the int8 scheme
+(uint8 layers run the DSP kernels there, budgeted on the Cortex-M4)."""
 STAGES = ("relu", "mid")
 """Output stages, see the module docstring."""
 MEASURED_WITH_ZIG = "0.17.1"
@@ -151,6 +154,11 @@ def budget_rows() -> list[tuple[str, str, str, str, float]]:
     return [(chip, f.name, dtype, stage, f.budgets[chip, dtype, stage])
             for chip in CHIPS for f in FAMILIES for dtype in DTYPES for stage in STAGES
             if (chip, dtype, stage) in f.budgets]
+
+
+def dtypes_of(chip: str) -> tuple[str, ...]:
+    """The dtypes whose kernels run on ``chip``'s own ISA (`CHIP_DTYPES`, else both)."""
+    return CHIP_DTYPES.get(chip, DTYPES)
 
 
 def budget_chips() -> tuple[str, ...]:
