@@ -1,10 +1,11 @@
 """Helium (MVE, Cortex-M55 / M85) lowerings of ADD / SUB, MAX_POOL_2D and AVERAGE_POOL_2D.
 
-ADD / SUB widen four elements to int32 lanes, offset and shift them left by 20 in one VMLA, and
-requantize each input and then their sum with the ``qlane_requant_*_s32x4`` primitives of
-``qlane_fixedpoint.h`` (TFLite's double or single rounding, as the layer's rounding says). The
-pools keep channels in lanes: VMAX.S8 / .U8 over 16 channels, or 16-bit sums of 8 channels
-divided by the window's count of valid taps with one VMULH.U32 (exact for every reachable sum).
+ADD / SUB widen four elements to int32 lanes, offset and shift them left by 20 (a VMLA by
+2^20; clang emits VSHL + VADD), and requantize each input and then their sum with the
+primitives of ``qlane_fixedpoint.h`` (TFLite's double or single rounding, as the layer's
+rounding says). The pools keep 16 channels in lanes: VMAX.S8 / .U8, or two int16x8 of sums
+divided by the window's count of valid taps with one VMULH.U32 per four (exact for every
+reachable sum).
 Lengths and channel counts that are not a multiple of the vector go through VCTP-predicated
 loads and stores. Layers the kernels do not fit raise :class:`Unsupported`; the DSP and then
 the portable C kernels take them.
@@ -87,8 +88,8 @@ pointer per tap across the channel loop (spilled past the registers; measured on
 
 @lowering("AVERAGE_POOL_2D", "MAX_POOL_2D", isa="mve")
 def pool_mve(ctx: Context) -> LayerCode:
-    """Max pool: 16 channels per VMAX; average pool: 8 channels of 16-bit sums per vector and a
-    per-pixel count of valid taps (at most `MAX_AVG_TAPS`)."""
+    """Any window, stride and padding. Max pool: 16 channels per VMAX; average pool: 16-bit sums,
+    8 channels a vector, divided by each pixel's count of valid taps (at most `MAX_AVG_TAPS`)."""
     sim = ctx.sim
     assert isinstance(sim, AveragePool2D | MaxPool2D)
     dt = _dtype(ctx)
