@@ -1302,6 +1302,16 @@ def _mve_vshrq_n_s32(a, imm):
     return _i64(a) >> min(imm, 31), None
 
 
+@_register_mve(
+    "vshlq_n_s16", (S16x8, Imm("imm", 0, 15)), S16x8, "VSHL.I16 Qd, Qm, #imm",
+    meaning="a * 2^imm per lane, shift left by an immediate 0..15, the low 16 bits",
+    saturation="none: wraps modulo 2^16",
+)
+def _mve_vshlq_n_s16(a, imm):
+    """Shift left by an immediate, wrapping."""
+    return _wrap(_i64(a) << imm, 16, True), None
+
+
 _register_mve(
     "vshlq_s32", (S32x4, S32x4), S32x4, "VSHL.S32 Qd, Qm, Qn",
     meaning="a * 2^s with s the signed low byte of b: s >= 0 shifts left, s < 0 shifts right "

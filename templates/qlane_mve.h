@@ -18,12 +18,12 @@
  * vmladavaq_s8, vmladavaq_p_s8, vmladavaq_u8, vmladavaq_s16, vmladavaq_p_s16. Lanes:
  * vdupq_n_s8, vdupq_n_s16, vdupq_n_s32, vaddq_s32, vaddq_n_s32, vaddq_s16, vsubq_s16,
  * vsubq_n_s16, vmulq_s32, vmulq_n_s32, vmlaq_n_s32, vmaxq_s32, vminq_s32, vmaxq_s16, vminq_s16,
- * vmaxq_s8, vminq_s8, vmaxq_u8, vminq_u8, vqaddq_s32, vandq_s32, vshrq_n_s32, vshlq_s32,
- * vrshlq_s32, vqshlq_s32, vqrdmulhq_s32, vqrdmulhq_n_s32, vqdmulhq_s32, vmulhq_s32, vmulhq_u32,
- * vrmulhq_s32. Widening: vshllbq_n_s16, vshlltq_n_s16, vshllbq_n_u16, vshlltq_n_u16. Narrowing:
- * vmovnbq_s32, vqmovnbq_s32, vqmovntq_s32, vmovnbq_s16, vqmovnbq_s16, vqmovntq_s16 and twelve
- * vreinterpretq casts. Reductions: vaddvq_s32, vaddvaq_s32, vaddvq_s8. MVE has no
- * vector-by-vector integer multiply-accumulate
+ * vmaxq_s8, vminq_s8, vmaxq_u8, vminq_u8, vqaddq_s32, vandq_s32, vshrq_n_s32, vshlq_n_s16,
+ * vshlq_s32, vrshlq_s32, vqshlq_s32, vqrdmulhq_s32, vqrdmulhq_n_s32, vqdmulhq_s32, vmulhq_s32,
+ * vmulhq_u32, vrmulhq_s32. Widening: vshllbq_n_s16, vshlltq_n_s16, vshllbq_n_u16,
+ * vshlltq_n_u16. Narrowing: vmovnbq_s32, vqmovnbq_s32, vqmovntq_s32, vmovnbq_s16, vqmovnbq_s16,
+ * vqmovntq_s16 and twelve vreinterpretq casts. Reductions: vaddvq_s32, vaddvaq_s32, vaddvq_s8.
+ * MVE has no vector-by-vector integer multiply-accumulate
  * (no vmlaq_s32): write vaddq_s32(acc, vmulq_s32(a, b)).
  *
  * Assumes >> of a negative integer is arithmetic (GCC, Clang, Arm Compiler) and, for the
@@ -577,6 +577,15 @@ static inline int32x4_t vshrq_n_s32(int32x4_t a, const int imm) {
     int k;
     for (k = 0; k < 4; ++k) {
         a.val[k] = a.val[k] >> n;
+    }
+    return a;
+}
+
+/* VSHL.I16: a << imm per lane, 0 <= imm <= 15, the low 16 bits (wraps). */
+static inline int16x8_t vshlq_n_s16(int16x8_t a, const int imm) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        a.val[k] = qlane_mve_s16((uint32_t)(int32_t)a.val[k] << imm);
     }
     return a;
 }

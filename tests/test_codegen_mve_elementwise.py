@@ -274,7 +274,7 @@ def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, roun
 
 @pytest.mark.isa
 def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_m55() -> None:
-    """QEMU M55 instructions per output element (measured when written: ADD 9.1 DSP -> 5.0 MVE,
+    """QEMU M55 instructions per output element (measured when written: ADD 9.1 DSP -> 4.25 MVE,
     max pool 2x2 1.06 C -> 0.56, global average pool 8x8 140 C -> 21.3)."""
     reason = qemu.available()
     if reason:
@@ -284,7 +284,7 @@ def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_m55() 
     m55 = _m55()
     before = dataclasses.replace(m55, isa=("dsp", "c"))
     for graph, old_isa, most in (
-        (bench.add_graph((1, 16, 16, 32), "int8", "RELU"), "dsp", 5.5),
+        (bench.add_graph((1, 16, 16, 32), "int8", "RELU"), "dsp", 4.5),
         (bench.pool_graph("MAX_POOL_2D", (32, 32), 32, (2, 2), (2, 2), "VALID", "int8"), "c",
          0.6),
         (bench.pool_graph("AVERAGE_POOL_2D", (8, 8), 64, (8, 8), (1, 1), "VALID", "int8"), "c",

@@ -65,6 +65,7 @@ SPECS: dict[str, tuple[tuple[str, ...], str]] = {
                                       "vqrdmulhq_n_s32")},
     "vmlaq_n_s32": ((REG, REG, GPR), REG),
     "vshrq_n_s32": ((REG, IMM), REG),
+    "vshlq_n_s16": ((REG, IMM), REG),
     **{f"vshll{h}q_n_{t}16": ((REG, IMM), REG) for h in "bt" for t in "su"},
     **{n: ((REG, SHIFT), REG) for n in ("vshlq_s32", "vrshlq_s32", "vqshlq_s32")},
     **{n: ((REG,), REG) for n in _REINTERPRET},

@@ -1,14 +1,13 @@
 """Helium (MVE, Cortex-M55 / M85) lowerings of ADD / SUB, MAX_POOL_2D and AVERAGE_POOL_2D.
 
-ADD / SUB widen four elements to int32 lanes, offset and shift them left by 20 (a VMLA by
-2^20; clang emits VSHL + VADD), and requantize each input and then their sum with the
-primitives of ``qlane_fixedpoint.h`` (TFLite's double or single rounding, as the layer's
-rounding says). The pools keep 16 channels in lanes: VMAX.S8 / .U8, or two int16x8 of sums
-divided by the window's count of valid taps with one VMULH.U32 per four (exact for every
-reachable sum).
-Lengths and channel counts that are not a multiple of the vector go through VCTP-predicated
-loads and stores. Layers the kernels do not fit raise :class:`Unsupported`; the DSP and then
-the portable C kernels take them.
+ADD / SUB take eight elements at a time: offset and shift them left by 4 in int16 lanes, widen
+the even and odd lanes by VSHLLB / VSHLLT #16 (a left shift of 20 in all), and requantize each
+input and then their sum with the primitives of ``qlane_fixedpoint.h`` (TFLite's double or
+single rounding, as the layer's rounding says). The pools keep 16 channels in lanes: VMAX.S8 /
+.U8, or two int16x8 of sums divided by the window's count of valid taps with one VMULH.U32 per
+four (exact for every reachable sum). Lengths and channel counts that are not a multiple of the
+vector go through VCTP-predicated loads and stores. Layers the kernels do not fit raise
+:class:`Unsupported`; the DSP and then the portable C kernels take them.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ def _input_stage(mult: int, shift: int, rounding: str) -> tuple[int, int]:
     """(left shift before the input's requantization, its shift). TFLite shifts by 20 and
     requantizes by (mult, shift <= 0). Single rounding rounds the exact product once, so a
     shift of 0 becomes left shift 21 and shift -1 (the two-instruction VQDMULH + VRSHL path;
-    |x - zero point| 2^21 < 2^30)."""
+    |x - zero point| 2^21 < 2^30; the kernel shifts by 16 + 5)."""
     if rounding == "single" and shift == 0:
         return ADD_LEFT_SHIFT + 1, -1
     return ADD_LEFT_SHIFT, shift
@@ -68,11 +67,11 @@ def add_sub_mve(ctx: Context) -> LayerCode:
     z1, z2 = (int(z) for z in sim.in_zp)
     params: dict[str, Any] = dict(
         **_types(dt), **_out_stage(sim.out_zp, sim.act_min, sim.act_max, dt),
-        rq1=rq1, rq2=rq2, rqo=rqo, LEFT1=left1, LEFT2=left2, ZA=-z1 * 2**left1,
-        ZB=-z2 * 2**left2, LEFT_SHIFT=ADD_LEFT_SHIFT, COUNT=count,
+        rq1=rq1, rq2=rq2, rqo=rqo, LEFT1=left1, LEFT2=left2, Z1=z1, Z2=z2,
+        LEFT_SHIFT=ADD_LEFT_SHIFT, COUNT=count,
     )
     op = "add" if ctx.op.opcode == "ADD" else "sub"
-    return LayerCode(template="mve/add.c.j2", op=op, variant=f"n{count}", tile="1x4",
+    return LayerCode(template="mve/add.c.j2", op=op, variant=f"n{count}", tile="1x8",
                      params=params)
 
 
