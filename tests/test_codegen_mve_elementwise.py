@@ -227,11 +227,14 @@ def _write_sources(project, tmp_path: Path) -> None:
 
 
 @pytest.mark.isa
-@pytest.mark.parametrize("rounding", ["double", "single"])
-def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, rounding: str
-                                                            ) -> None:
-    """The same layers built with zig's arm_mve.h for the Cortex-M55 and run on QEMU's
-    mps3-an547: every output byte of every layer and sample equals the simulator's."""
+@pytest.mark.parametrize("rounding, cpu", [("double", qemu.DEFAULT_CPU),
+                                          ("single", qemu.DEFAULT_CPU),
+                                          ("double", "cortex_m85+mve_fp+fp_armv8d16")])
+def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, rounding: str,
+                                                            cpu: str) -> None:
+    """The same layers built with zig's arm_mve.h for the Cortex-M55 (and tuned for the M85,
+    whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55: every
+    output byte of every layer and sample equals the simulator's."""
     reason = qemu.available()
     if reason:
         pytest.skip(reason)
@@ -267,7 +270,7 @@ def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, roun
                + "    return bad > 250 ? 250 : bad;\n}\n")
     (tmp_path / "harness.c").write_text("".join(src))
     sources = [tmp_path / "harness.c", *sorted(tmp_path.glob("m_l*.c"))]
-    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path])
+    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path], cpu=cpu)
     run = qemu.run(elf, timeout_s=120)
     assert run.console.strip() == "ok" and run.exit_code == 0, (run.exit_code, run.console)
 
