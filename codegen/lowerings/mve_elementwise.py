@@ -16,7 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from qlane.sim.fixedpoint import ties_up_exact
+from qlane.sim.fixedpoint import (
+    mul_by_quantized_multiplier,
+    mul_by_quantized_multiplier_double_ties_up,
+    ties_up_exact,
+)
 from qlane.sim.ops.elementwise import ADD_LEFT_SHIFT, AddSub
 from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
 
@@ -39,6 +43,20 @@ def _input_stage(mult: int, shift: int, rounding: str) -> tuple[int, int]:
     return ADD_LEFT_SHIFT, shift
 
 
+def _ties_up_same(x: np.ndarray, mult: int, shift: int, rounding: str,
+                  lo: int | None = None, hi: int | None = None, zp: int = 0) -> bool:
+    """Whether double rounding without its fix-up of negative ties (qlane_requant_double_up)
+    gives the same as the layer's rounding on every value of ``x`` (after + ``zp`` and the
+    clamp to [``lo``, ``hi``] when given). Single rounding has no fix-up: False."""
+    if rounding == "single":
+        return False
+    want = mul_by_quantized_multiplier(x, mult, shift, rounding)
+    got = mul_by_quantized_multiplier_double_ties_up(x, mult, shift)
+    if lo is not None:
+        want, got = (np.clip(v + zp, lo, hi) for v in (want, got))
+    return bool(np.array_equal(want, got))
+
+
 @lowering("ADD", "SUB", isa="mve")
 def add_sub_mve(ctx: Context) -> LayerCode:
     """ADD / SUB of two same-shape int8 or uint8 tensors (no broadcast, no constant operand)."""
@@ -53,15 +71,24 @@ def add_sub_mve(ctx: Context) -> LayerCode:
     if tuple(a.shape) != tuple(out.shape) or tuple(b.shape) != tuple(out.shape):
         raise Unsupported("broadcasting")
     rnd = ctx.rounding
+    # every input byte, and every sum of two staged inputs the output stage can see: where no
+    # negative tie changes a result among them, the fix-up of double rounding is left out
+    info = np.iinfo(dt)
+    values = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
+    staged = [np.asarray(sim._stage(k, values), np.int64) for k in (0, 1)]
     stages = []
     for k, name in ((0, "r1"), (1, "r2")):
         m, s = sim.in_mult[k]
         left, shift = _input_stage(int(m), int(s), rnd)
-        # a zero shift has no rounding step, so no tie to fix: the cheaper double_up form
-        rq, _ = _requant(m, shift, rnd, 1, name, floor=shift == 0)
+        x = (values - int(sim.in_zp[k])) << ADD_LEFT_SHIFT
+        floor = shift == 0 or _ties_up_same(x, int(m), int(s), rnd)
+        rq, _ = _requant(m, shift, rnd, 1, name, floor=floor)
         stages.append((left, rq))
-    rqo, _ = _requant(sim.out_mult[0], sim.out_mult[1], rnd, 1, "ro",
-                      floor=ties_up_exact(sim.act_min, sim.out_zp))
+    sums = (staged[0][:, None] + staged[1][None, :]).reshape(-1)
+    mo, so = sim.out_mult
+    floor = ties_up_exact(sim.act_min, sim.out_zp) or _ties_up_same(
+        sums, int(mo), int(so), rnd, sim.act_min, sim.act_max, sim.out_zp)
+    rqo, _ = _requant(mo, so, rnd, 1, "ro", floor=floor)
     count = int(out.size)
     (left1, rq1), (left2, rq2) = stages
     z1, z2 = (int(z) for z in sim.in_zp)
