@@ -155,6 +155,48 @@ def test_mve_add_every_input_pair_bit_exact() -> None:
         assert all(r.bit_exact for r in report.layers), [r.first for r in report.layers]
 
 
+@pytest.mark.hostc
+def test_mve_elementwise_layers_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
+    """The layers with every tensor in its own exact-size heap block under ASan and UBSan: the
+    predicated tails read and write no byte outside their tensors."""
+    import subprocess
+
+    from test_codegen_sanitize import CC, _harness
+
+    from qlane.codegen.emit import write_project
+
+    if CC is None:
+        pytest.skip("no C compiler on this machine")
+    graph, data = _graph(54, "san")
+    project = generate(graph, _m55(), name="san")
+    src = tmp_path / "src"
+    write_project(project, src)
+    (src / "harness.c").write_text(_harness(project, graph))
+    sources = [str(src / s) for s in project.manifest["sources"]] + [str(src / "harness.c")]
+    exe = tmp_path / "harness"
+    build = subprocess.run(
+        [CC, "-std=c99", "-O1", "-g1", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-I", str(src), *sources,
+         "-o", str(exe)], capture_output=True, text=True, timeout=900)
+    if build.returncode != 0 and "cannot find" in build.stderr and "asan" in build.stderr:
+        pytest.skip("the sanitizer runtime (libasan/libubsan) is not installed")
+    assert build.returncode == 0, build.stderr[-3000:]
+    samples = data[0].shape[0]
+    stdin = np.int32(samples).tobytes() + b"".join(
+        np.ascontiguousarray(x[s]).tobytes() for s in range(samples) for x in data)
+    run = subprocess.run([str(exe)], input=stdin, capture_output=True, timeout=900,
+                         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+                              "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
+    report = run.stderr.decode(errors="replace")
+    assert run.returncode == 0 and "runtime error" not in report and "Sanitizer" not in report, \
+        report[-4000:]
+    expected = Interpreter(graph).run(data).outputs
+    got = np.frombuffer(run.stdout, np.uint8)
+    want = np.concatenate([y[s].view(np.uint8).reshape(-1) for s in range(samples)
+                           for y in expected])
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.fast
 def test_unsupported_layers_fall_back() -> None:
     """Broadcasting ADD and a constant operand (neither DSP nor MVE: portable C), and an
