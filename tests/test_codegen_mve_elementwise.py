@@ -79,11 +79,12 @@ POOLS: list[tuple[str, int, tuple[int, int], int, tuple[int, int], tuple[int, in
     ("int8", 1, (7, 9), 5, (3, 3), (2, 2), "SAME", "NONE"),  # 5 channels: all predicated
     ("int8", 2, (8, 8), 19, (2, 2), (2, 2), "VALID", "NONE"),  # 16 + 3 / 2 x 8 + 3
     ("int8", 1, (6, 6), 16, (3, 3), (1, 1), "SAME", "RELU"),
-    ("int8", 1, (5, 7), 33, (5, 7), (1, 1), "VALID", "RELU6"),  # global, 35 taps (row loop)
+    ("int8", 1, (5, 7), 33, (5, 7), (1, 1), "VALID", "RELU6"),  # global, 35 taps in a row
     ("int8", 1, (9, 6), 8, (9, 6), (1, 1), "VALID", "NONE"),  # global, 54 taps
     ("int8", 1, (4, 4), 24, (4, 4), (3, 3), "SAME", "RELU_N1_TO_1"),
     ("int8", 1, (5, 5), 12, (4, 4), (1, 1), "SAME", "NONE"),  # even windows, every count
     ("int8", 1, (3, 4), 9, (3, 3), (2, 2), "VALID", "NONE"),
+    ("int8", 1, (6, 9), 20, (5, 5), (1, 1), "SAME", "NONE"),  # 25 taps: a loop over the rows
     ("uint8", 1, (7, 9), 5, (3, 3), (2, 2), "SAME", "NONE"),
     ("uint8", 2, (8, 8), 19, (2, 2), (2, 2), "VALID", "RELU6"),
     ("uint8", 1, (4, 4), 40, (4, 4), (1, 1), "VALID", "NONE"),  # MobileNet's global pool
@@ -320,7 +321,7 @@ def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, roun
 @pytest.mark.isa
 def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_m55() -> None:
     """QEMU M55 instructions per output element (measured when written: ADD 9.1 DSP -> 4.25 MVE,
-    max pool 2x2 1.06 C -> 0.56, global average pool 8x8 140 C -> 21.3)."""
+    max pool 2x2 1.06 C -> 0.56, global average pool 8x8 140 C -> 19.2)."""
     reason = qemu.available()
     if reason:
         pytest.skip(reason)
@@ -333,7 +334,7 @@ def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_m55() 
         (bench.pool_graph("MAX_POOL_2D", (32, 32), 32, (2, 2), (2, 2), "VALID", "int8"), "c",
          0.6),
         (bench.pool_graph("AVERAGE_POOL_2D", (8, 8), 64, (8, 8), (1, 1), "VALID", "int8"), "c",
-         23.0),
+         20.0),
     ):
         n = int(np.prod(graph.tensors[graph.outputs[0]].shape))
         fa, a = bench.count(graph, before)
