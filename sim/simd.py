@@ -1086,6 +1086,28 @@ def _vldrbq_z_s8(memory, p):
     return np.where(_active(p, 16), _i64(memory), 0), None
 
 
+def _mve_load_z(lanes: int):
+    def impl(memory, p):
+        return np.where(_active(p, lanes), _i64(memory), 0), None
+
+    return impl
+
+
+for _name, _mem, _out, _mn, _ext in (
+    ("vldrbq_z_s16", S8x8, S16x8, "VPST; VLDRBT.S16 Qd, [Rn]", "sign-extended into int16"),
+    ("vldrbq_z_u16", U8x8, U16x8, "VPST; VLDRBT.U16 Qd, [Rn]", "zero-extended into uint16"),
+    ("vldrbq_z_s32", S8x4m, S32x4, "VPST; VLDRBT.S32 Qd, [Rn]", "sign-extended into int32"),
+    ("vldrbq_z_u32", U8x4m, U32x4, "VPST; VLDRBT.U32 Qd, [Rn]", "zero-extended into uint32"),
+):
+    _bit = 16 // _out.lanes
+    _register_mve(
+        _name, (_mem, P16), _out, _mn,
+        meaning=f"the {_mem.dtype} at the pointer {_ext} lanes where active (bit {_bit}e of "
+        "p), 0 in the others, whose bytes are not read (a predicated tail)",
+        saturation="none",
+    )(_mve_load_z(_out.lanes))
+
+
 def _mve_store(bits: int, signed: bool):
     def impl(value):
         return _wrap(_i64(value), bits, signed), None
@@ -1118,15 +1140,31 @@ def _vstrbq_p_s32(memory, value, p):
     return np.where(_active(p, 4), _wrap(_i64(value), 8, True), _i64(memory)), None
 
 
-@_register_mve(
-    "vstrbq_p_s8", (S8x16, S8x16, P16), S8x16, "VPST; VSTRBT.8 Qd, [Rn]",
-    meaning="the active int8 lanes (bit e of p) written at the pointer; the bytes of inactive "
-    "lanes keep the memory's value (operand 0)",
+_register_mve(
+    "vstrbq_s16", (S16x8,), S8x8, "VSTRB.16 Qd, [Rn]",
+    meaning="the low byte of each int16 lane written at the pointer (truncation, not saturation)",
     saturation="none",
-)
-def _vstrbq_p_s8(memory, value, p):
-    """Predicated byte store."""
-    return np.where(_active(p, 16), _i64(value), _i64(memory)), None
+)(_mve_store(8, True))
+
+
+def _mve_store_p(lanes: int):
+    def impl(memory, value, p):
+        return np.where(_active(p, lanes), _wrap(_i64(value), 8, True), _i64(memory)), None
+
+    return impl
+
+
+for _name, _mem, _val, _mn, _what in (
+    ("vstrbq_p_s8", S8x16, S8x16, "VPST; VSTRBT.8 Qd, [Rn]", "each active int8 lane (bit e"),
+    ("vstrbq_p_s16", S8x8, S16x8, "VPST; VSTRBT.16 Qd, [Rn]",
+     "the low byte of each active int16 lane (bit 2e"),
+):
+    _register_mve(
+        _name, (_mem, _val, P16), _mem, _mn,
+        meaning=f"{_what} of p) written at the pointer; the bytes of inactive lanes keep the "
+        "memory's value (operand 0)",
+        saturation="none",
+    )(_mve_store_p(_val.lanes))
 
 
 def _offsets(memory: np.ndarray, offsets) -> np.ndarray:
@@ -1269,6 +1307,7 @@ def _lanewise(fn, bits: int, scalar: bool = False):
 for _name, _ins, _out, _mn, _fn, _meaning in (
     ("vaddq_s32", (S32x4, S32x4), S32x4, "VADD.I32 Qd, Qn, Qm", np.add, "a + b per lane"),
     ("vaddq_n_s32", (S32x4, S32), S32x4, "VADD.I32 Qd, Qn, Rm", np.add, "a + b, b a scalar"),
+    ("vaddq_s16", (S16x8, S16x8), S16x8, "VADD.I16 Qd, Qn, Qm", np.add, "a + b per lane"),
     ("vsubq_s16", (S16x8, S16x8), S16x8, "VSUB.I16 Qd, Qn, Qm", np.subtract, "a - b per lane"),
     ("vsubq_n_s16", (S16x8, S16), S16x8, "VSUB.I16 Qd, Qn, Rm", np.subtract,
      "a - b, b a scalar (an input zero point)"),
@@ -1295,7 +1334,7 @@ def _vmlaq_n_s32(add, m1, m2):
     return _wrap(_i64(add) + _i64(m1) * _scalar_lanes(m2), 32, True), None
 
 
-for _t, _suffix in ((S32x4, "s32"), (S8x16, "s8"), (U8x16, "u8")):
+for _t, _suffix in ((S32x4, "s32"), (S16x8, "s16"), (S8x16, "s8"), (U8x16, "u8")):
     for _op, _fn, _use in (("max", np.maximum, "lower"), ("min", np.minimum, "upper")):
         _register_mve(
             f"v{_op}q_{_suffix}", (_t, _t), _t, f"V{_op.upper()}.{_suffix.upper()} Qd, Qn, Qm",
@@ -1337,6 +1376,16 @@ _register_mve(
 def _mve_vshrq_n_s32(a, imm):
     """Arithmetic shift right by an immediate."""
     return _i64(a) >> min(imm, 31), None
+
+
+@_register_mve(
+    "vshlq_n_s16", (S16x8, Imm("imm", 0, 15)), S16x8, "VSHL.I16 Qd, Qm, #imm",
+    meaning="a * 2^imm per lane, shift left by an immediate 0..15, the low 16 bits",
+    saturation="none: wraps modulo 2^16",
+)
+def _mve_vshlq_n_s16(a, imm):
+    """Shift left by an immediate, wrapping."""
+    return _wrap(_i64(a) << imm, 16, True), None
 
 
 _register_mve(
@@ -1417,6 +1466,17 @@ def _vmulhq_s32(a, b):
 
 
 @_register_mve(
+    "vmulhq_u32", (U32x4, U32x4), U32x4, "VMULH.U32 Qd, Qn, Qm",
+    meaning="floor(a * b / 2^32) per uint32 lane: the high word of the unsigned 64-bit product",
+    saturation="none",
+)
+def _vmulhq_u32(a, b):
+    """High half of the unsigned product (exact in uint64)."""
+    prod = np.asarray(a).astype(np.uint64) * np.asarray(b).astype(np.uint64)
+    return (prod >> np.uint64(32)).astype(np.int64), None
+
+
+@_register_mve(
     "vrmulhq_s32", (S32x4, S32x4), S32x4, "VRMULH.S32 Qd, Qn, Qm",
     meaning="round(a * b / 2^32) per lane, ties toward +infinity: the rounded high word",
     saturation="none: the result lies in [-2^30, 2^30]",
@@ -1424,6 +1484,30 @@ def _vmulhq_s32(a, b):
 def _vrmulhq_s32(a, b):
     """Rounded high half of the product."""
     return (_i64(a) * _i64(b) + (1 << 31)) >> 32, None
+
+
+def _shll(top: bool):
+    """VSHLL{B,T}: the even (bottom) or odd (top) lanes widened to twice their width and shifted
+    left by the immediate."""
+
+    def impl(a, imm):
+        return _i64(a)[..., int(top) :: 2] << imm, None
+
+    return impl
+
+
+for _name, _in, _out, _top in (
+    ("vshllbq_n_s16", S16x8, S32x4, False), ("vshlltq_n_s16", S16x8, S32x4, True),
+    ("vshllbq_n_u16", U16x8, U32x4, False), ("vshlltq_n_u16", U16x8, U32x4, True),
+):
+    _half = "odd (top) lanes 2e + 1" if _top else "even (bottom) lanes 2e"
+    _register_mve(
+        _name, (_in, Imm("imm", 1, 16)), _out,
+        f"VSHLL{'T' if _top else 'B'}.{'S' if _in.signed else 'U'}16 Qd, Qm, #imm",
+        meaning=f"a's {_half}, {'sign' if _in.signed else 'zero'}-extended to 32 bits and "
+        "shifted left by imm (1..16): lane e of the result",
+        saturation="none: exact (at most 32 bits)",
+    )(_shll(_top))
 
 
 def _narrow_into(bits: int, top: bool, saturating: bool):

@@ -12,18 +12,21 @@
  * MVE core too.
  *
  * Loads and stores: vld1q_s8, vld1q_u8, vldrbq_s16, vldrbq_u16, vldrbq_s32, vldrbq_u32,
- * vldrwq_s32, vld1q_s32, vldrbq_z_s8, vst1q_s8, vst1q_u8, vstrbq_s32, vstrbq_u32, vstrbq_p_s32,
- * vstrbq_p_s8, vstrwq_s32; gather and scatter: vldrbq_gather_offset_s32,
+ * vldrwq_s32, vld1q_s32, vldrbq_z_s8, vldrbq_z_s16, vldrbq_z_u16, vldrbq_z_s32, vldrbq_z_u32,
+ * vst1q_s8, vst1q_u8, vstrbq_s16, vstrbq_s32, vstrbq_u32, vstrbq_p_s8, vstrbq_p_s16,
+ * vstrbq_p_s32, vstrwq_s32; gather and scatter: vldrbq_gather_offset_s32,
  * vstrbq_scatter_offset_s32, vstrbq_scatter_offset_s16, vstrbq_scatter_offset_p_s32 (offsets in
  * bytes). Predicates: vctp8q, vctp16q, vctp32q. Dot products: vmladavq_s8, vmladavaq_s8,
  * vmladavaq_p_s8, vmladavaq_u8, vmladavaq_s16, vmladavaq_p_s16. Lanes: vdupq_n_s8, vdupq_n_s16,
- * vdupq_n_s32, vaddq_s32, vaddq_n_s32, vsubq_s16, vsubq_n_s16, vmulq_s32, vmulq_n_s32,
- * vmlaq_n_s32, vmaxq_s32, vminq_s32, vmaxq_s8, vminq_s8, vmaxq_u8, vminq_u8, vqaddq_s32,
- * vqaddq_n_s16, vandq_s32, vshrq_n_s32, vshlq_s32, vrshlq_s32, vrshlq_n_s32, vqshlq_s32,
- * vqrdmulhq_s32, vqrdmulhq_n_s32, vqdmulhq_s32, vmulhq_s32, vrmulhq_s32. Narrowing: vmovnbq_s32,
- * vqmovnbq_s32, vqmovntq_s32, vmovnbq_s16, vqmovnbq_s16, vqmovntq_s16 and twelve vreinterpretq
- * casts. Reductions: vaddvq_s32, vaddvaq_s32, vaddvq_s8. MVE has no vector-by-vector integer
- * multiply-accumulate (no vmlaq_s32): write vaddq_s32(acc, vmulq_s32(a, b)).
+ * vdupq_n_s32, vaddq_s32, vaddq_n_s32, vaddq_s16, vsubq_s16, vsubq_n_s16, vmulq_s32,
+ * vmulq_n_s32, vmlaq_n_s32, vmaxq_s32, vminq_s32, vmaxq_s16, vminq_s16, vmaxq_s8, vminq_s8,
+ * vmaxq_u8, vminq_u8, vqaddq_s32, vqaddq_n_s16, vandq_s32, vshrq_n_s32, vshlq_n_s16, vshlq_s32,
+ * vrshlq_s32, vrshlq_n_s32, vqshlq_s32, vqrdmulhq_s32, vqrdmulhq_n_s32, vqdmulhq_s32, vmulhq_s32,
+ * vmulhq_u32, vrmulhq_s32. Widening: vshllbq_n_s16, vshlltq_n_s16, vshllbq_n_u16,
+ * vshlltq_n_u16. Narrowing: vmovnbq_s32, vqmovnbq_s32, vqmovntq_s32, vmovnbq_s16, vqmovnbq_s16,
+ * vqmovntq_s16 and twelve vreinterpretq casts. Reductions: vaddvq_s32, vaddvaq_s32, vaddvq_s8.
+ * MVE has no vector-by-vector integer multiply-accumulate (no vmlaq_s32): write
+ * vaddq_s32(acc, vmulq_s32(a, b)).
  *
  * Assumes >> of a negative integer is arithmetic (GCC, Clang, Arm Compiler) and, for the
  * vreinterpretq casts, a little-endian host. On a host it defines int8x16_t and friends: do not
@@ -198,6 +201,46 @@ static inline int8x16_t vldrbq_z_s8(int8_t const *base, mve_pred16_t p) {
     return r;
 }
 
+/* VPST; VLDRBT.S16: base[e] sign-extended in active lanes (bit 2e of p), 0 elsewhere. */
+static inline int16x8_t vldrbq_z_s16(int8_t const *base, mve_pred16_t p) {
+    int16x8_t r;
+    int k;
+    for (k = 0; k < 8; ++k) {
+        r.val[k] = qlane_mve_active(p, 2u * (unsigned)k) ? base[k] : 0;
+    }
+    return r;
+}
+
+/* VPST; VLDRBT.U16: base[e] zero-extended in active lanes (bit 2e of p), 0 elsewhere. */
+static inline uint16x8_t vldrbq_z_u16(uint8_t const *base, mve_pred16_t p) {
+    uint16x8_t r;
+    int k;
+    for (k = 0; k < 8; ++k) {
+        r.val[k] = qlane_mve_active(p, 2u * (unsigned)k) ? base[k] : 0;
+    }
+    return r;
+}
+
+/* VPST; VLDRBT.S32: base[e] sign-extended in active lanes (bit 4e of p), 0 elsewhere. */
+static inline int32x4_t vldrbq_z_s32(int8_t const *base, mve_pred16_t p) {
+    int32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = qlane_mve_active(p, 4u * (unsigned)k) ? base[k] : 0;
+    }
+    return r;
+}
+
+/* VPST; VLDRBT.U32: base[e] zero-extended in active lanes (bit 4e of p), 0 elsewhere. */
+static inline uint32x4_t vldrbq_z_u32(uint8_t const *base, mve_pred16_t p) {
+    uint32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = qlane_mve_active(p, 4u * (unsigned)k) ? base[k] : 0u;
+    }
+    return r;
+}
+
 /* VSTRB.8: the 16 int8 lanes written at base. */
 static inline void vst1q_s8(int8_t *base, int8x16_t value) {
     int k;
@@ -240,7 +283,25 @@ static inline void vstrbq_p_s32(int8_t *base, int32x4_t value, mve_pred16_t p) {
     }
 }
 
-/* VPST; VSTRBT.8: the active int8 lanes (bit e of p) written at base; other bytes untouched. */
+/* VSTRB.16: the low byte of each int16 lane written at base (truncation, not saturation). */
+static inline void vstrbq_s16(int8_t *base, int16x8_t value) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        base[k] = qlane_mve_s8((uint32_t)value.val[k]);
+    }
+}
+
+/* VPST; VSTRBT.16: the low byte of each active int16 lane (bit 2e of p) at base; others kept. */
+static inline void vstrbq_p_s16(int8_t *base, int16x8_t value, mve_pred16_t p) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        if (qlane_mve_active(p, 2u * (unsigned)k)) {
+            base[k] = qlane_mve_s8((uint32_t)value.val[k]);
+        }
+    }
+}
+
+/* VPST; VSTRBT.8: each active int8 lane (bit e of p) written at base; the others kept. */
 static inline void vstrbq_p_s8(int8_t *base, int8x16_t value, mve_pred16_t p) {
     int k;
     for (k = 0; k < 16; ++k) {
@@ -413,6 +474,15 @@ static inline int32x4_t vaddq_n_s32(int32x4_t a, int32_t b) {
     return vaddq_s32(a, vdupq_n_s32(b));
 }
 
+/* VADD.I16: a + b per lane, wrapping modulo 2^16. */
+static inline int16x8_t vaddq_s16(int16x8_t a, int16x8_t b) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        a.val[k] = qlane_mve_s16((uint32_t)((int32_t)a.val[k] + (int32_t)b.val[k]));
+    }
+    return a;
+}
+
 /* VSUB.I16: a - b per lane, wrapping modulo 2^16. */
 static inline int16x8_t vsubq_s16(int16x8_t a, int16x8_t b) {
     int k;
@@ -463,6 +533,24 @@ static inline int32x4_t vmaxq_s32(int32x4_t a, int32x4_t b) {
 static inline int32x4_t vminq_s32(int32x4_t a, int32x4_t b) {
     int k;
     for (k = 0; k < 4; ++k) {
+        a.val[k] = a.val[k] < b.val[k] ? a.val[k] : b.val[k];
+    }
+    return a;
+}
+
+/* VMAX.S16: max(a, b) per lane. */
+static inline int16x8_t vmaxq_s16(int16x8_t a, int16x8_t b) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        a.val[k] = a.val[k] > b.val[k] ? a.val[k] : b.val[k];
+    }
+    return a;
+}
+
+/* VMIN.S16: min(a, b) per lane. */
+static inline int16x8_t vminq_s16(int16x8_t a, int16x8_t b) {
+    int k;
+    for (k = 0; k < 8; ++k) {
         a.val[k] = a.val[k] < b.val[k] ? a.val[k] : b.val[k];
     }
     return a;
@@ -541,6 +629,15 @@ static inline int32x4_t vshrq_n_s32(int32x4_t a, const int imm) {
     return a;
 }
 
+/* VSHL.I16: a << imm per lane, 0 <= imm <= 15, the low 16 bits (wraps). */
+static inline int16x8_t vshlq_n_s16(int16x8_t a, const int imm) {
+    int k;
+    for (k = 0; k < 8; ++k) {
+        a.val[k] = qlane_mve_s16((uint32_t)(int32_t)a.val[k] << imm);
+    }
+    return a;
+}
+
 /* VSHL.S32: a << s, s the signed low byte of b; s < 0 shifts right, floor; no saturation. */
 static inline int32x4_t vshlq_s32(int32x4_t a, int32x4_t b) {
     int k;
@@ -605,6 +702,15 @@ static inline int32x4_t vmulhq_s32(int32x4_t a, int32x4_t b) {
     return a;
 }
 
+/* VMULH.U32: floor(a * b / 2^32), the high word of the unsigned product. */
+static inline uint32x4_t vmulhq_u32(uint32x4_t a, uint32x4_t b) {
+    int k;
+    for (k = 0; k < 4; ++k) {
+        a.val[k] = (uint32_t)(((uint64_t)a.val[k] * (uint64_t)b.val[k]) >> 32);
+    }
+    return a;
+}
+
 /* VRMULH.S32: round(a * b / 2^32), ties up, the rounded high word; never saturates. */
 static inline int32x4_t vrmulhq_s32(int32x4_t a, int32x4_t b) {
     int k;
@@ -612,6 +718,46 @@ static inline int32x4_t vrmulhq_s32(int32x4_t a, int32x4_t b) {
         a.val[k] = (int32_t)(((int64_t)a.val[k] * (int64_t)b.val[k] + ((int64_t)1 << 31)) >> 32);
     }
     return a;
+}
+
+/* VSHLLB.S16: a's even lanes 2e sign-extended to int32 and shifted left by imm (1..16). */
+static inline int32x4_t vshllbq_n_s16(int16x8_t a, const int imm) {
+    int32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = (int32_t)((int64_t)a.val[2 * k] * ((int64_t)1 << imm));
+    }
+    return r;
+}
+
+/* VSHLLT.S16: a's odd lanes 2e + 1 sign-extended to int32 and shifted left by imm (1..16). */
+static inline int32x4_t vshlltq_n_s16(int16x8_t a, const int imm) {
+    int32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = (int32_t)((int64_t)a.val[2 * k + 1] * ((int64_t)1 << imm));
+    }
+    return r;
+}
+
+/* VSHLLB.U16: a's even lanes 2e zero-extended to uint32 and shifted left by imm (1..16). */
+static inline uint32x4_t vshllbq_n_u16(uint16x8_t a, const int imm) {
+    uint32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = (uint32_t)a.val[2 * k] << imm;
+    }
+    return r;
+}
+
+/* VSHLLT.U16: a's odd lanes 2e + 1 zero-extended to uint32 and shifted left by imm (1..16). */
+static inline uint32x4_t vshlltq_n_u16(uint16x8_t a, const int imm) {
+    uint32x4_t r;
+    int k;
+    for (k = 0; k < 4; ++k) {
+        r.val[k] = (uint32_t)a.val[2 * k + 1] << imm;
+    }
+    return r;
 }
 
 /* VMOVNB.I32: the low 16 bits of b[e] into a's even (bottom) lanes 2e; a's odd lanes kept. */

@@ -47,10 +47,13 @@ REG, GPR, MEM, SHIFT, PRED, COUNT, OFFS, IMM = ("reg", "gpr", "mem", "shift", "p
                                                "offs", "imm")
 _LOADS = ("vld1q_s8", "vld1q_u8", "vldrbq_s16", "vldrbq_u16", "vldrbq_s32", "vldrbq_u32",
           "vldrwq_s32", "vld1q_s32")
-_STORES = ("vst1q_s8", "vst1q_u8", "vstrbq_s32", "vstrbq_u32", "vstrwq_s32")
-_LANEWISE = ("vaddq_s32", "vsubq_s16", "vmulq_s32", "vmaxq_s32", "vminq_s32", "vmaxq_s8",
-             "vminq_s8", "vmaxq_u8", "vminq_u8", "vqaddq_s32", "vandq_s32", "vqrdmulhq_s32",
-             "vqdmulhq_s32", "vmulhq_s32", "vrmulhq_s32", "vmovnbq_s32", "vqmovnbq_s32",
+_STORES = ("vst1q_s8", "vst1q_u8", "vstrbq_s16", "vstrbq_s32", "vstrbq_u32", "vstrwq_s32")
+_LOADS_Z = ("vldrbq_z_s8", "vldrbq_z_s16", "vldrbq_z_u16", "vldrbq_z_s32", "vldrbq_z_u32")
+_STORES_P = ("vstrbq_p_s8", "vstrbq_p_s16", "vstrbq_p_s32")
+_LANEWISE = ("vaddq_s32", "vaddq_s16", "vsubq_s16", "vmulq_s32", "vmaxq_s32", "vminq_s32",
+             "vmaxq_s16", "vminq_s16", "vmaxq_s8", "vminq_s8", "vmaxq_u8", "vminq_u8",
+             "vqaddq_s32", "vandq_s32", "vqrdmulhq_s32", "vqdmulhq_s32", "vmulhq_s32",
+             "vmulhq_u32", "vrmulhq_s32", "vmovnbq_s32", "vqmovnbq_s32",
              "vqmovntq_s32", "vmovnbq_s16", "vqmovnbq_s16", "vqmovntq_s16")
 _REINTERPRET = ("vreinterpretq_s8_s16", "vreinterpretq_s16_s8", "vreinterpretq_s8_s32",
                 "vreinterpretq_s32_s8", "vreinterpretq_s16_s32", "vreinterpretq_s32_s16",
@@ -58,14 +61,13 @@ _REINTERPRET = ("vreinterpretq_s8_s16", "vreinterpretq_s16_s8", "vreinterpretq_s
                 "vreinterpretq_s16_u16", "vreinterpretq_u32_s32", "vreinterpretq_s32_u32")
 SPECS: dict[str, tuple[tuple[str, ...], str]] = {
     **{n: ((MEM,), REG) for n in _LOADS},
-    "vldrbq_z_s8": ((MEM, PRED), REG),
+    **{n: ((MEM, PRED), REG) for n in _LOADS_Z},
     **{n: ((REG,), MEM) for n in _STORES},
-    "vstrbq_p_s32": ((MEM, REG, PRED), MEM),
-    "vstrbq_p_s8": ((MEM, REG, PRED), MEM),
     "vldrbq_gather_offset_s32": ((MEM, OFFS), REG),
     "vstrbq_scatter_offset_s32": ((MEM, OFFS, REG), MEM),
     "vstrbq_scatter_offset_s16": ((MEM, OFFS, REG), MEM),
     "vstrbq_scatter_offset_p_s32": ((MEM, OFFS, REG, PRED), MEM),
+    **{n: ((MEM, REG, PRED), MEM) for n in _STORES_P},
     **{f"vctp{b}q": ((COUNT,), PRED) for b in (8, 16, 32)},
     "vmladavq_s8": ((REG, REG), GPR),
     **{n: ((GPR, REG, REG), GPR) for n in ("vmladavaq_s8", "vmladavaq_u8", "vmladavaq_s16")},
@@ -76,6 +78,8 @@ SPECS: dict[str, tuple[tuple[str, ...], str]] = {
                                       "vqrdmulhq_n_s32", "vqaddq_n_s16")},
     "vmlaq_n_s32": ((REG, REG, GPR), REG),
     "vshrq_n_s32": ((REG, IMM), REG),
+    "vshlq_n_s16": ((REG, IMM), REG),
+    **{f"vshll{h}q_n_{t}16": ((REG, IMM), REG) for h in "bt" for t in "su"},
     **{n: ((REG, SHIFT), REG) for n in ("vshlq_s32", "vrshlq_s32", "vqshlq_s32")},
     "vrshlq_n_s32": ((REG, GPR), REG),
     **{n: ((REG,), REG) for n in _REINTERPRET},
@@ -129,8 +133,8 @@ COUNT_EDGES = [*range(0, 21), 31, 32, 33, 255, 256, 0x7FFFFFFF, 0x80000000, 0xFF
 OFFS_EDGES = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, 33, 47, 48, 60, 61, 62, 63]
 """Byte offsets at the ends of the emulated gather memory and around its powers of two (a
 register with every lane on one of them makes a scatter's lanes share a byte)."""
-MEMORY_BEFORE = ("vstrbq_p_s32", "vstrbq_p_s8", "vstrbq_scatter_offset_s32",
-                 "vstrbq_scatter_offset_s16", "vstrbq_scatter_offset_p_s32")
+MEMORY_BEFORE = (*_STORES_P, "vstrbq_scatter_offset_s32", "vstrbq_scatter_offset_s16",
+                 "vstrbq_scatter_offset_p_s32")
 """The stores that leave some bytes of their memory as they were (operand 0: the memory before)."""
 
 

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (modules register their lowerings on import)
     dsp_add,
     elementwise,
     mve,
+    mve_elementwise,
     neon,
     pool,
     quantize,
