@@ -65,10 +65,11 @@ class KernelFamily:
 
 
 # Budget = measured instructions per unit x 1.03, rounded up to 3 decimals; the measurement is
-# the comment after each entry (Cortex-M4 2026-12-07, others 2026-11-25; zig MEASURED_WITH_ZIG;
+# the comment after each entry (Cortex-M4 and M55 2026-12-07, others 2026-11-25; zig
+# MEASURED_WITH_ZIG; the M55 on QEMU, int8 only (`CHIP_DTYPES`);
 # "2w": depthwise weights doubled where the sums hold 2 acc). Lower a budget when its kernel
 # gets faster: test_budget_is_not_stale fails once a measurement drops below STALE x it.
-M4, A53 = "cortex-m4", "cortex-a53"
+M4, A53, M55 = "cortex-m4", "cortex-a53", "cortex-m55"
 FAMILIES: tuple[KernelFamily, ...] = (
     KernelFamily("pointwise", "pointwise", "CONV_2D", "conv2d", (1, 8, 8, 32), 32,
                  variant="k1x1s1", budgets={
@@ -80,6 +81,8 @@ FAMILIES: tuple[KernelFamily, ...] = (
                      (A53, "uint8", "mid"): 0.392,  # 0.3802
                      (A53, "int8", "relu"): 0.380,  # 0.3682
                      (A53, "int8", "mid"): 0.412,  # 0.3992
+                     (M55, "int8", "relu"): 0.280,  # 0.2718 (MVE)
+                     (M55, "int8", "mid"): 0.288,  # 0.2796 (MVE)
                  }),
     KernelFamily("depthwise_s1", "depthwise 3x3", "DEPTHWISE_CONV_2D", "dwconv2d",
                  (1, 8, 8, 32), 32, (3, 3), 1, variant="k3x3s1", budgets={
@@ -91,6 +94,8 @@ FAMILIES: tuple[KernelFamily, ...] = (
                      (A53, "uint8", "mid"): 0.547,  # 0.5309
                      (A53, "int8", "relu"): 0.508,  # 0.4924
                      (A53, "int8", "mid"): 0.621,  # 0.6028
+                     (M55, "int8", "relu"): 0.956,  # 0.9280 (MVE)
+                     (M55, "int8", "mid"): 1.064,  # 1.0321 (MVE)
                  }),
     KernelFamily("depthwise_s2", "depthwise 3x3", "DEPTHWISE_CONV_2D", "dwconv2d",
                  (1, 16, 16, 32), 32, (3, 3), 2, variant="k3x3s2", budgets={
@@ -102,6 +107,8 @@ FAMILIES: tuple[KernelFamily, ...] = (
                      (A53, "uint8", "mid"): 0.703,  # 0.6823
                      (A53, "int8", "relu"): 0.660,  # 0.6399
                      (A53, "int8", "mid"): 0.774,  # 0.7510
+                     (M55, "int8", "relu"): 1.125,  # 1.0917 (MVE)
+                     (M55, "int8", "mid"): 1.207,  # 1.1714 (MVE)
                  }),
     KernelFamily("first_conv", "first conv", "CONV_2D", "conv2d", (1, 16, 16, 3), 8, (3, 3), 2,
                  variant="k3x3s2", budgets={
@@ -113,6 +120,8 @@ FAMILIES: tuple[KernelFamily, ...] = (
                      (A53, "uint8", "mid"): 0.584,  # 0.5663
                      (A53, "int8", "relu"): 0.557,  # 0.5405
                      (A53, "int8", "mid"): 0.587,  # 0.5694
+                     (M55, "int8", "relu"): 0.524,  # 0.5080 (MVE)
+                     (M55, "int8", "mid"): 0.691,  # 0.6702 (MVE)
                  }),
     KernelFamily("fc", "fully connected", "FULLY_CONNECTED", "fc", (1, 256), 64, budgets={
         (M4, "uint8", "relu"): 1.209,  # 1.1730 (1x8 byte lanes; was 1.3016)
@@ -123,6 +132,8 @@ FAMILIES: tuple[KernelFamily, ...] = (
         (A53, "uint8", "mid"): 0.345,  # 0.3341
         (A53, "int8", "relu"): 0.294,  # 0.2847
         (A53, "int8", "mid"): 0.299,  # 0.2896
+        (M55, "int8", "relu"): 0.158,  # 0.1532 (MVE)
+        (M55, "int8", "mid"): 0.159,  # 0.1540 (MVE)
     }),
     KernelFamily("avgpool", "average pool", "AVERAGE_POOL_2D", "avgpool", (1, 4, 4, 256), 256,
                  (4, 4), 1, "VALID", variant="k4x4s1", budgets={
@@ -130,6 +141,8 @@ FAMILIES: tuple[KernelFamily, ...] = (
                      (A53, "uint8", "mid"): 0.309,  # 0.2991
                      (A53, "int8", "relu"): 0.364,  # 0.3528
                      (A53, "int8", "mid"): 0.373,  # 0.3616
+                     (M55, "int8", "relu"): 0.458,  # 0.4441 (MVE)
+                     (M55, "int8", "mid"): 0.475,  # 0.4604 (MVE)
                  }),
     KernelFamily("add", "add", "ADD", "add", (1, 8, 8, 32), 32, budgets={
         (M4, "uint8", "relu"): 9.084,  # 8.8188 (DSP table kernel; was portable C)
@@ -140,11 +153,13 @@ FAMILIES: tuple[KernelFamily, ...] = (
         (A53, "uint8", "mid"): 4.966,  # 4.8208
         (A53, "int8", "relu"): 4.191,  # 4.0688
         (A53, "int8", "mid"): 4.966,  # 4.8208
+        (M55, "int8", "relu"): 3.871,  # 3.7573 (MVE)
+        (M55, "int8", "mid"): 4.773,  # 4.6333 (MVE)
     }),
 )
 """MobileNet-like layers, small enough to emulate in milliseconds: a 1x1 conv, 3x3 depthwise
 stride 1 and 2, the first 3x3 stride-2 conv on 3 channels, a 256 -> 64 classifier, the global
-average pool and a residual ADD (the pool has NEON kernels only)."""
+average pool and a residual ADD (the pool has NEON and MVE kernels only)."""
 
 BY_NAME: dict[str, KernelFamily] = {f.name: f for f in FAMILIES}
 

@@ -1,4 +1,5 @@
-"""Instruction budgets of the DSP (Cortex-M4) and NEON (Cortex-A53) kernels on small layers.
+"""Instruction budgets of the DSP (Cortex-M4), NEON (Cortex-A53) and Helium (Cortex-M55, on QEMU:
+an optional tier that skips with the reason where it cannot run) kernels on small layers.
 
 Keeps the kernels from regressing without timing anything: emulated instruction counts are
 deterministic, so every kernel family gets a budget of instructions per MAC (per window addition
@@ -55,8 +56,9 @@ from qlane.codegen.families import (  # noqa: E402
     budget_rows,
     dtypes_of,
 )
-from qlane.codegen.machine import machine_for  # noqa: E402
+from qlane.codegen.machine import llvm_decode, machine_for  # noqa: E402
 from qlane.codegen.names import parse_symbol  # noqa: E402
+from qlane.codegen.qemu import available as qemu_available  # noqa: E402
 from qlane.codegen.targets import load_target  # noqa: E402
 from qlane.sim.interpreter import Interpreter  # noqa: E402
 from qlane.sim.quant import activation_range  # noqa: E402
@@ -104,13 +106,15 @@ class Measured(NamedTuple):
 @cache
 def measure(target: str) -> dict[Case, Measured]:
     """Every budgeted layer of ``target`` emulated on the simulator's inputs (once per process)."""
+    tg = load_target(target)
+    if tg.emulator == "qemu" and (why := qemu_available() or llvm_decode.available()):
+        pytest.skip(why)
     cases = [(f, d, c) for t, f, d, c, _ in budget_rows() if t == target]
     graph, first_op = merge_graphs([case_graph(*case) for case in cases], name="budget")
     rng = np.random.default_rng(1)
     inputs = [random_input(rng, graph.tensors[i].shape, graph.tensors[i].dtype, SAMPLES)
               for i in graph.inputs]
     tensors = Interpreter(graph).run(inputs, keep=True).tensors
-    tg = load_target(target)
     project = generate(graph, tg)
     root = Path(tempfile.gettempdir()) / "qlane-cross"  # build_elf's default, cached by content
     root.mkdir(parents=True, exist_ok=True)
