@@ -20,6 +20,8 @@ from test_cprims import STRICT
 
 from qlane.codegen import qemu
 from qlane.codegen.emit import generate
+from qlane.codegen.emulate import emulate_verify
+from qlane.codegen.machine import llvm_decode
 from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import Target, load_target
 from qlane.codegen.verify import verify
@@ -247,55 +249,30 @@ def test_mve_im2col_pads_k_to_whole_chunks_with_zero_weights() -> None:
         (0, 0, 2), (4, 2, 2), (8, 4, 2), (36, 6, 2), (40, 8, 2), (44, 10, 2)]
 
 
-def _carray(name: str, values: np.ndarray) -> str:
-    body = ", ".join(str(int(v)) for v in values.reshape(-1))
-    return f"static const int8_t {name}[{values.size}] = {{{body}}};\n"
+def _bit_exact(report) -> None:  # type: ignore[no-untyped-def]
+    bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
+           for r in report.layers if not r.bit_exact]
+    assert not bad, "\n".join(bad)
+    assert report.model_bit_exact, report.model_first
+
+
+def qemu_skip_reason() -> str | None:
+    """Why the QEMU instruction-set tier cannot run here, or None."""
+    return qemu.available() or llvm_decode.available()
 
 
 @pytest.mark.isa
-@pytest.mark.parametrize("cpu", [qemu.DEFAULT_CPU, "cortex_m85+mve_fp+fp_armv8d16"])
-def test_mve_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, cpu: str) -> None:
-    """The same layers built with the real arm_mve.h (zig; tuned for the Cortex-M55, and for the
-    M85, whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55:
-    every output byte of every layer and sample equals the simulator's."""
-    reason = qemu.available()
-    if reason:
+@pytest.mark.parametrize("chip", ["cortex-m55", "cortex-m85"])
+def test_mve_layers_bit_exact_on_the_cortex_m55(chip: str) -> None:
+    """The same layers built with the real arm_mve.h (zig, tuned for the Cortex-M55, and for the
+    M85, whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55,
+    each layer and the whole model: every output byte of every sample equals the simulator's."""
+    if reason := qemu_skip_reason():
         pytest.skip(reason)
     lay = Layers(41)
     _layers(lay)
     graph = lay.graph("mve_gemm")
-    project = generate(graph, _mve_target(), name="m")
-    for fname, text in project.files.items():
-        if fname.endswith((".h", ".c")) and (fname.startswith("m_l") or fname.startswith("qlane_")
-                                           and fname != "qlane_rt.c"):
-            (tmp_path / fname).write_text(text)
-    outputs = Interpreter(graph).run(lay.data).outputs
-    scratch = max(layer.kernel.scratch_bytes for layer in project.layers)
-    src = ["#include <stdint.h>\n", "void qlane_semihost_write0(const char *s);\n",
-           f"static int8_t scratch[{scratch + 16}] __attribute__((aligned(16)));\n"]
-    calls = []
-    for i, layer in enumerate(project.layers):
-        fn = layer.symbol
-        src.append(f"void {fn}(const void *const in[], void *const out[], void *scratch);\n")
-        x, want = lay.data[i], outputs[i]
-        for s in range(x.shape[0]):
-            src.append(_carray(f"x{i}_{s}", x[s].view(np.int8)))
-            src.append(_carray(f"y{i}_{s}", want[s].view(np.int8)))
-            n = want[s].size
-            calls.append(f"""    {{
-        static int8_t got[{n}];
-        const void *in[1] = {{x{i}_{s}}};
-        void *out[1] = {{got}};
-        {fn}(in, out, scratch);
-        for (int j = 0; j < {n}; ++j) bad += got[j] != y{i}_{s}[j];
-    }}
-""")
-    src.append("int main(void)\n{\n    int bad = 0;\n" + "".join(calls)
-               + '    qlane_semihost_write0(bad ? "mismatch\\n" : "ok\\n");\n'
-               + "    return bad > 250 ? 250 : bad;\n}\n")
-    (tmp_path / "harness.c").write_text("".join(src))
-    sources = [tmp_path / "harness.c", *sorted(tmp_path.glob("m_l*.c"))]
-    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path], cpu=cpu)
-    run = qemu.run(elf, timeout_s=120)
-    assert run.console.strip() == "ok" and run.exit_code == 0, (run.exit_code, run.console)
-    assert run.instructions > 0
+    report = emulate_verify(graph, load_target(chip), lay.data)
+    _bit_exact(report)
+    assert "QEMU" in report.cpu
+    assert sum(1 for r in report.layers if r.isa == "mve") == 46

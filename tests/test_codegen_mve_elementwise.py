@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_codegen_dsp import Layers
+from test_codegen_mve import qemu_skip_reason
 
 from peers import spec
 from qlane.codegen import qemu
 from qlane.codegen.emit import generate
+from qlane.codegen.emulate import emulate_verify
 from qlane.codegen.lowerings.mve_elementwise import MAX_AVG_TAPS
 from qlane.codegen.names import parse_symbol
 from qlane.codegen.targets import Target, load_target
@@ -160,39 +162,16 @@ def test_mve_add_every_input_pair_bit_exact() -> None:
 def test_mve_elementwise_layers_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
     """The layers with every tensor in its own exact-size heap block under ASan and UBSan: the
     predicated tails read and write no byte outside their tensors."""
-    import subprocess
-
-    from test_codegen_sanitize import CC, _harness
-
-    from qlane.codegen.emit import write_project
+    from test_codegen_sanitize import CC, run_sanitized
 
     if CC is None:
         pytest.skip("no C compiler on this machine")
     graph, data = _graph(54, "san")
     project = generate(graph, _m55(), name="san")
-    src = tmp_path / "src"
-    write_project(project, src)
-    (src / "harness.c").write_text(_harness(project, graph))
-    sources = [str(src / s) for s in project.manifest["sources"]] + [str(src / "harness.c")]
-    exe = tmp_path / "harness"
-    build = subprocess.run(
-        [CC, "-std=c99", "-O1", "-g1", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-I", str(src), *sources,
-         "-o", str(exe)], capture_output=True, text=True, timeout=900)
-    if build.returncode != 0 and "cannot find" in build.stderr and "asan" in build.stderr:
-        pytest.skip("the sanitizer runtime (libasan/libubsan) is not installed")
-    assert build.returncode == 0, build.stderr[-3000:]
+    stdout = run_sanitized(project, graph, data, tmp_path, [])
     samples = data[0].shape[0]
-    stdin = np.int32(samples).tobytes() + b"".join(
-        np.ascontiguousarray(x[s]).tobytes() for s in range(samples) for x in data)
-    run = subprocess.run([str(exe)], input=stdin, capture_output=True, timeout=900,
-                         env={"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
-                              "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"})
-    report = run.stderr.decode(errors="replace")
-    assert run.returncode == 0 and "runtime error" not in report and "Sanitizer" not in report, \
-        report[-4000:]
     expected = Interpreter(graph).run(data).outputs
-    got = np.frombuffer(run.stdout, np.uint8)
+    got = np.frombuffer(stdout, np.uint8)
     want = np.concatenate([y[s].view(np.uint8).reshape(-1) for s in range(samples)
                            for y in expected])
     assert np.array_equal(got, want)
@@ -257,65 +236,22 @@ def test_rounded_mean_by_vmulh_is_exact_for_every_count_and_sum() -> None:
 # --- QEMU's Cortex-M55 with the real arm_mve.h ---------------------------------------------------
 
 
-def _carray(name: str, values: np.ndarray) -> str:
-    body = ", ".join(str(int(v)) for v in values.reshape(-1))
-    return f"static const int8_t {name}[{values.size}] = {{{body}}};\n"
-
-
-def _write_sources(project, tmp_path: Path) -> None:
-    for fname, text in project.files.items():
-        if fname.endswith((".h", ".c")) and (fname.startswith("m_l") or fname.startswith("qlane_")
-                                           and fname != "qlane_rt.c"):
-            (tmp_path / fname).write_text(text)
-
-
 @pytest.mark.isa
-@pytest.mark.parametrize("rounding, cpu", [("double", qemu.DEFAULT_CPU),
-                                          ("single", qemu.DEFAULT_CPU),
-                                          ("double", "cortex_m85+mve_fp+fp_armv8d16")])
-def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(tmp_path: Path, rounding: str,
-                                                            cpu: str) -> None:
+@pytest.mark.parametrize("rounding, chip", [("double", "cortex-m55"), ("single", "cortex-m55"),
+                                           ("double", "cortex-m85")])
+def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(rounding: str, chip: str) -> None:
     """The same layers built with zig's arm_mve.h for the Cortex-M55 (and tuned for the M85,
-    whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55: every
-    output byte of every layer and sample equals the simulator's."""
-    reason = qemu.available()
-    if reason:
+    whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55, each
+    layer and the whole model: every output byte of every sample equals the simulator's."""
+    if reason := qemu_skip_reason():
         pytest.skip(reason)
     graph, data = _graph(51, f"mve_elem_{rounding}")
-    project = generate(graph, _m55(), name="m", rounding=rounding)
-    _write_sources(project, tmp_path)
-    outputs = Interpreter(graph, rounding).run(data).outputs
-    src = ["#include <stdint.h>\n", "void qlane_semihost_write0(const char *s);\n",
-           "static int8_t scratch[64] __attribute__((aligned(16)));\n"]
-    calls = []
-    for i, (layer, op) in enumerate(zip(project.layers, graph.operators)):
-        fn = layer.symbol
-        src.append(f"void {fn}(const void *const in[], void *const out[], void *scratch);\n")
-        ins = [graph.inputs.index(t) for t in op.inputs]
-        want = outputs[graph.outputs.index(op.outputs[0])]
-        for s in range(want.shape[0]):
-            names = []
-            for j, k in enumerate(ins):
-                names.append(f"x{i}_{j}_{s}")
-                src.append(_carray(names[-1], data[k][s].view(np.int8)))
-            src.append(_carray(f"y{i}_{s}", want[s].view(np.int8)))
-            n = want[s].size
-            calls.append(f"""    {{
-        static int8_t got[{n}];
-        const void *in[{len(names)}] = {{{", ".join(names)}}};
-        void *out[1] = {{got}};
-        {fn}(in, out, scratch);
-        for (int j = 0; j < {n}; ++j) bad += got[j] != y{i}_{s}[j];
-    }}
-""")
-    src.append("int main(void)\n{\n    int bad = 0;\n" + "".join(calls)
-               + '    qlane_semihost_write0(bad ? "mismatch\\n" : "ok\\n");\n'
-               + "    return bad > 250 ? 250 : bad;\n}\n")
-    (tmp_path / "harness.c").write_text("".join(src))
-    sources = [tmp_path / "harness.c", *sorted(tmp_path.glob("m_l*.c"))]
-    elf = qemu.build_m55(sources, tmp_path / "mve.elf", include_dirs=[tmp_path], cpu=cpu)
-    run = qemu.run(elf, timeout_s=120)
-    assert run.console.strip() == "ok" and run.exit_code == 0, (run.exit_code, run.console)
+    report = emulate_verify(graph, load_target(chip), data, rounding=rounding)
+    bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
+           for r in report.layers if not r.bit_exact]
+    assert not bad, "\n".join(bad)
+    assert report.model_bit_exact, report.model_first
+    assert all(r.isa == "mve" for r in report.layers), [r.kernel for r in report.layers]
 
 
 @pytest.mark.isa

@@ -21,6 +21,7 @@ from qlane.codegen.cprims import simde_include_dir
 from qlane.codegen.emit import Project, generate, write_project
 from qlane.codegen.targets import load_target
 from qlane.sim import Interpreter, load_tflite
+from qlane.sim.graph import Graph
 
 CC = shutil.which("gcc") or shutil.which("cc")
 
@@ -90,22 +91,15 @@ def _harness(project: Project, graph) -> str:
 
 
 
-@pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
-@pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72", "cortex-m55"])
-def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path) -> None:
-    # every layer file of the NEON build parses SIMDe under the sanitizers (seconds each): there,
-    # MobileNet's layers (the same kernel families as the single-op models) are left out
-    names = [n for n in ZOO_MODELS if target != "cortex-a72" or "mobilenet" not in n]
-    graphs = [load_tflite(ZOO / f"{n}.tflite") for n in names]
-    graph, _ = merge_graphs(graphs, name="zoo")
-    inputs = [x for n in names for x in zoo_inputs(n)]
-    project = generate(graph, load_target(target), name="zoo")
+def run_sanitized(project: Project, graph: Graph, inputs: list[np.ndarray], tmp_path: Path,
+                  include_dirs: list[str]) -> bytes:
+    """Build ``project`` with `_harness` under ASan and UBSan, feed it every sample of
+    ``inputs`` (each tensor in its own exact-size heap block) and return its stdout, the
+    outputs' bytes; skips where the sanitizer runtime is missing, fails on any report."""
     src = tmp_path / "src"
     write_project(project, src)
     (src / "harness.c").write_text(_harness(project, graph))
-    includes = ["-I", str(src)]
-    if target == "cortex-a72":
-        includes += ["-I", simde_include_dir()]
+    includes = ["-I", str(src)] + [a for d in include_dirs for a in ("-I", d)]
     exe = tmp_path / "harness"
     sources = [str(src / s) for s in project.manifest["sources"]] + [str(src / "harness.c")]
     build = subprocess.run(
@@ -124,8 +118,24 @@ def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path)
     report = run.stderr.decode(errors="replace")
     assert run.returncode == 0 and "runtime error" not in report and "Sanitizer" not in report, \
         report[-4000:]
+    return run.stdout
+
+
+@pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
+@pytest.mark.parametrize("target", ["generic", "cortex-m7", "cortex-a72", "cortex-m55"])
+def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path) -> None:
+    # every layer file of the NEON build parses SIMDe under the sanitizers (seconds each): there,
+    # MobileNet's layers (the same kernel families as the single-op models) are left out
+    names = [n for n in ZOO_MODELS if target != "cortex-a72" or "mobilenet" not in n]
+    graphs = [load_tflite(ZOO / f"{n}.tflite") for n in names]
+    graph, _ = merge_graphs(graphs, name="zoo")
+    inputs = [x for n in names for x in zoo_inputs(n)]
+    project = generate(graph, load_target(target), name="zoo")
+    stdout = run_sanitized(project, graph, inputs, tmp_path,
+                           [simde_include_dir()] if target == "cortex-a72" else [])
     expected = Interpreter(graph).run(inputs).outputs
-    blob = memoryview(run.stdout)
+    samples = inputs[0].shape[0]
+    blob = memoryview(stdout)
     offset = 0
     for s in range(samples):
         for k, y in enumerate(expected):
@@ -133,4 +143,4 @@ def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path)
             got = np.frombuffer(blob[offset:offset + n], y.dtype).reshape(y[s].shape)
             offset += n
             assert np.array_equal(got, y[s]), f"sample {s} output {k} differs"
-    assert offset == len(run.stdout)
+    assert offset == len(stdout)

@@ -27,6 +27,8 @@ from .decode import CLASSES, Decoder, Insn, decoder_for
 GUARD = 16
 GUARD_BYTE = 0xE7
 FILL_BYTE = 0xA5
+STACK_FILL = 0xCD
+"""Fills a backend's stack before a counted call; the bytes still holding it were not used."""
 
 Counts = dict[str, Any]
 """``{"instructions": n, "by_class": {cls: n}, "blocks": {addr: (n_insns, execs)},
@@ -93,6 +95,19 @@ class Machine(ABC):
     def flash_loads(self, loads: Iterable[int], run: Callable[[], object]) -> set[int]:
         """The load instructions among ``loads`` whose first execution during ``run()`` read the
         image's flash region."""
+
+    stack_limit = 0
+    stack_top = 0
+    """The stack region of calls (set by a backend that measures stack use)."""
+
+    def _stack_used(self, label: str) -> int:
+        """Bytes of the `STACK_FILL`-filled stack a call wrote (from the top down)."""
+        used = self.read(self.stack_limit, self.stack_top - self.stack_limit)
+        first = len(used) - len(used.lstrip(bytes([STACK_FILL])))
+        if first == 0:
+            raise EmulationError(f"{self.target.name}: {label} used all "
+                                 f"{len(used)} reserved stack bytes (stack overflow?)")
+        return len(used) - first
 
     # decoded instructions ---------------------------------------------------------------------
 

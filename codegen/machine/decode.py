@@ -149,6 +149,24 @@ _ALIGNED_M = re.compile(r"^(?:ldrd|strd|ldrex|strex|ldm|stm|vldr|vstr|vldm|vstm)
 _PC_LIST = re.compile(r"\{[^}]*\bpc\b[^}]*\}")
 
 
+_MAC_MVE = ("vrmlaldavh", "vrmlsldavh", "vrmlalvh", "vrmulh")
+"""Helium multiplies whose names _ARM_MAC's prefixes miss (capstone 5 never yields them)."""
+
+
+def thumb_class(name: str, ops: str) -> str:
+    """The class (`CLASSES`, branches aside) of a Thumb-2 instruction from its name (no condition
+    or width suffix) and operands: scalar and Helium (q registers) alike."""
+    if name.startswith(_ARM_MAC) or name.startswith(_MAC_MVE):
+        return "mac"
+    if name.startswith(("ld", "vld")) or name in ("pop", "vpop"):
+        return "load"
+    if name.startswith(("st", "vst")) or name in ("push", "vpush"):
+        return "store"
+    if _ARM_SIMD32.match(name) or (name.startswith("v") and re.search(r"\bq\d+\b", ops)):
+        return "simd"
+    return "other"
+
+
 class ThumbDecoder(Decoder):
     """Thumb-2 (Armv7-M / Armv8-M with the DSP and FP extensions)."""
 
@@ -160,15 +178,7 @@ class ThumbDecoder(Decoder):
                 or (name in ("ldr", "mov", "add", "sub") and ops.startswith("pc,")))
 
     def _cls(self, name: str, ops: str) -> str:
-        if name.startswith(_ARM_MAC):
-            return "mac"
-        if name.startswith(("ld", "vld")) or name in ("pop", "vpop"):
-            return "load"
-        if name.startswith(("st", "vst")) or name in ("push", "vpush"):
-            return "store"
-        if _ARM_SIMD32.match(name) or (name.startswith("v") and re.search(r"\bq\d+\b", ops)):
-            return "simd"
-        return "other"
+        return thumb_class(name, ops)
 
     def _unknown_size(self, word: bytes) -> int:
         return 4 if word[1] >> 3 in (0x1D, 0x1E, 0x1F) else 2

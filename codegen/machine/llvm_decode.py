@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qlane.errors import QlaneError
 
-from .decode import _ALIGNED_M, _ARM_MAC, _ARM_SIMD32, Decoder, Insn
+from .decode import _ALIGNED_M, Decoder, Insn, thumb_class
 
 TRIPLE = "thumbv8.1m.main-none-eabi"
 MATTR = "+mve.fp,+fp64"
@@ -94,7 +94,6 @@ _READS_DST = re.compile(
 _TWO_OP = {"add", "adc", "sub", "sbc", "and", "orr", "orn", "eor", "bic", "lsl", "lsr", "asr",
            "ror", "mul"}
 """Data-processing names whose two-operand forms (``asrs r2, r5``) read their destination."""
-_MAC_MVE = ("vrmlaldavh", "vrmlsldavh", "vrmlalvh", "vrmulh")
 _LINK = re.compile(r"\s*<[^>]*>")
 
 
@@ -244,7 +243,7 @@ def make_insn(address: int, size: int, mnemonic: str, ops: str, cond: str = "",
             reads += dst
     if name in ("adc", "sbc", "rrx") or (name in ("mov", "add") and "rrx" in ops):
         reads.append("cpsr")
-    cls = "branch" if flow or name in _LOOP else _cls(name, ops)
+    cls = "branch" if flow or name in _LOOP else thumb_class(name, ops)
     align_base = None
     if _ALIGNED_M.match(name) and name[:4] not in ("vldr", "vstr") or name in ("vldr", "vstr"):
         align_base = base_reg if base_reg not in (None, "sp", "pc") else None
@@ -254,18 +253,6 @@ def make_insn(address: int, size: int, mnemonic: str, ops: str, cond: str = "",
                 reads=reads_t, writes=writes_t, mem=mem_op is not None, base=base_reg,
                 writeback=writeback and base_reg is not None, conditional=conditional,
                 align_base=align_base)
-
-
-def _cls(name: str, ops: str) -> str:
-    if name.startswith(_ARM_MAC) or name.startswith(_MAC_MVE):
-        return "mac"
-    if name.startswith(("ld", "vld")) or name in ("pop", "vpop"):
-        return "load"
-    if name.startswith(("st", "vst")) or name in ("push", "vpush"):
-        return "store"
-    if _ARM_SIMD32.match(name) or (name.startswith("v") and re.search(r"\bq\d+\b", ops)):
-        return "simd"
-    return "other"
 
 
 # --- whole listings ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 from .. import qemu as qemu_tier
 from ..cross import ElfImage
 from ..targets import Target
-from .base import Counts, EmulationError, Machine
+from .base import STACK_FILL, Counts, EmulationError, Machine
 from .llvm_decode import DecoderMissing, LlvmDecoder
 from .rsp import Rsp, RspError, RspTimeout
 
@@ -51,7 +51,6 @@ STUB_END = 0x0000_1000
 
 DDR_END = 0x7000_0000
 """End of the board's DDR (256 MB at 0x6000_0000): buffers past the image's flash region."""
-STACK_FILL = 0xCD
 DEFAULT_TIMEOUT_S = 300.0
 """Bound on one call when the caller gives none (a hang must not stall forever)."""
 COUNTER_CAPACITY = 1 << 18
@@ -364,14 +363,6 @@ class QemuMachine(Machine):
         self._dead = True
         return EmulationError(f"{self.target.name} ({self.cpu}): {label} raised a {name}"
                               f"{detail} at {where}")
-
-    def _stack_used(self, label: str) -> int:
-        used = self.read(self.stack_limit, self.stack_top - self.stack_limit)
-        first = len(used) - len(used.lstrip(bytes([STACK_FILL])))
-        if first == 0:
-            raise EmulationError(f"{self.target.name}: {label} used all "
-                                 f"{len(used)} reserved stack bytes (stack overflow?)")
-        return len(used) - first
 
     # load sites -----------------------------------------------------------------------------
 

@@ -32,14 +32,13 @@ from unicorn import (
 
 from ..cross import SENTINEL, ElfImage
 from ..targets import Target
-from .base import Counts, EmulationError, Machine
+from .base import STACK_FILL, Counts, EmulationError, Machine
 from .hooks import AlignChecker, BlockCounter
 
 PAGE = 0x1000
 EXT_RAM = 0x6000_0000
 """Emulator-only memory for buffers that do not fit the chip's RAM (like external SDRAM)."""
 EXT_CHUNK = 1 << 20
-STACK_FILL = 0xCD
 _REG_ALIAS = {"sb": "r9", "sl": "r10", "fp": "r11", "ip": "r12", "wsp": "sp"}
 """Capstone register names unicorn spells differently."""
 
@@ -252,14 +251,6 @@ class UnicornMachine(Machine):
         elif err.errno in (UC_ERR_INSN_INVALID, UC_ERR_EXCEPTION):
             msg += f" (an instruction this {self.target.name} does not implement, or a trap)"
         return EmulationError(msg)
-
-    def _stack_used(self, label: str) -> int:
-        used = self.read(self.stack_limit, self.stack_top - self.stack_limit)
-        first = len(used) - len(used.lstrip(bytes([STACK_FILL])))
-        if first == 0:
-            raise EmulationError(f"{self.target.name}: {label} used all "
-                                 f"{len(used)} reserved stack bytes (stack overflow?)")
-        return len(used) - first
 
     # load sites -----------------------------------------------------------------------------
 
