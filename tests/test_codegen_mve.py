@@ -1,14 +1,10 @@
 """Helium (MVE) kernels against the simulator, on the host through the portable qlane_mve.h and
-on QEMU's Cortex-M55 with the real arm_mve.h.
-
-The Cortex-M55 / M85 targets come with the QEMU tier; until then a Cortex-M7 target whose kernel
-ISAs are ("mve", "dsp", "c") drives the lowerings, so that the MVE kernels, and the DSP and C
-kernels beside them, compile and run exactly as on an M55 with the portable headers.
+on QEMU's Cortex-M55 with the real arm_mve.h (the cortex-m55 target, and the cortex-m85 one,
+whose M85-tuned code runs on the same instruction set).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,9 +25,7 @@ from qlane.sim.interpreter import Interpreter
 
 
 def _mve_target() -> Target:
-    t = load_target("cortex-m7")
-    return dataclasses.replace(t, name="mve-host", isa=("mve", "dsp", "c"),
-                               features={**t.features, "mve": True})
+    return load_target("cortex-m55")
 
 
 def _general_convs(lay: Layers) -> None:
