@@ -15,6 +15,7 @@ from test_codegen_dsp import Layers
 from test_cprims import STRICT
 
 from qlane.codegen import qemu
+from qlane.codegen.cross import GCC
 from qlane.codegen.emit import generate
 from qlane.codegen.emulate import emulate_verify
 from qlane.codegen.machine import llvm_decode
@@ -256,17 +257,21 @@ def qemu_skip_reason() -> str | None:
 
 
 @pytest.mark.isa
-@pytest.mark.parametrize("chip", ["cortex-m55", "cortex-m85"])
-def test_mve_layers_bit_exact_on_the_cortex_m55(chip: str) -> None:
+@pytest.mark.parametrize(("chip", "cc"), [("cortex-m55", "zig"), ("cortex-m85", "zig"),
+                                          ("cortex-m55", "gcc")])
+def test_mve_layers_bit_exact_on_the_cortex_m55(chip: str, cc: str) -> None:
     """The same layers built with the real arm_mve.h (zig, tuned for the Cortex-M55, and for the
-    M85, whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55,
-    each layer and the whole model: every output byte of every sample equals the simulator's."""
+    M85, whose code runs on the same instruction set; arm-none-eabi-gcc for the M55: the GEMM's
+    inline assembly under both compilers) and run on QEMU's mps3-an547 Cortex-M55, each layer
+    and the whole model: every output byte of every sample equals the simulator's."""
     if reason := qemu_skip_reason():
         pytest.skip(reason)
+    if cc == "gcc" and shutil.which(GCC) is None:
+        pytest.skip(f"{GCC} is not installed")
     lay = Layers(41)
     _layers(lay)
     graph = lay.graph("mve_gemm")
-    report = emulate_verify(graph, load_target(chip), lay.data)
+    report = emulate_verify(graph, load_target(chip), lay.data, cc=cc)
     _bit_exact(report)
     assert "QEMU" in report.cpu
     assert sum(1 for r in report.layers if r.isa == "mve") == 46
