@@ -159,7 +159,7 @@ def test_int8_zoo_bit_exact(chip: str, build_root: Path) -> None:
 @pytest.mark.parametrize("chip", ["cortex-m55", "cortex-m85"])
 def test_cycle_model_against_llvm_mca_19(chip: str, build_root: Path) -> None:
     """Our steady-state cycles of KWS's hot blocks against llvm-mca 19's scheduling model of the
-    same core (measured 1.01 on the M55; 0.80 on the M85, whose model LLVM gives longer MVE
+    same core (measured 1.00 on the M55; 0.81 on the M85, whose model LLVM gives longer MVE
     latencies), every hot block compared."""
     if find_llvm_mca(19) is None:
         pytest.skip("llvm-mca 19 not installed (apt-get install llvm-19): no cross-check")
