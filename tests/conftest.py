@@ -74,6 +74,7 @@ TIERS: dict[str, str] = {
     "test_progress": "hostc",
     "test_qemu": "isa",
     "test_qemu_machine": "isa",
+    "test_patches": "fast",
     "test_quant": "fast",
     "test_report": "fast",
     "test_requant": "fast",
