@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lowering import C_TYPES
+from qlane.sim.graph import Tensor
+
+from ..lowering import C_TYPES, Context, Unsupported
 
 
 def ctype(dtype) -> str:
@@ -47,3 +49,15 @@ def broadcast_plan(in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]
             for m, s in zip(merged, strides):
                 m.append(s[d])
     return dims, merged
+
+
+def same_shape_operands(ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+    """(a, b, out) of a binary elementwise layer whose operands are both computed tensors of the
+    output's shape; :class:`Unsupported` names the constant operand or the broadcast."""
+    a, b = ctx.inputs
+    out = ctx.outputs[0]
+    if a is None or b is None or a.is_constant or b.is_constant:
+        raise Unsupported("constant operand")
+    if tuple(a.shape) != tuple(out.shape) or tuple(b.shape) != tuple(out.shape):
+        raise Unsupported("broadcasting")
+    return a, b, out

@@ -22,7 +22,7 @@ from qlane.sim.ops.elementwise import AddSub
 from qlane.sim.requant import HighMul, RequantPlan
 
 from ..lowering import Const, Context, LayerCode, Unsupported, lowering
-from .common import ctype
+from .common import ctype, same_shape_operands
 from .dsp import zp_folds
 
 ADD_TABLE_BYTES = 2 * 256 * 4
@@ -114,12 +114,7 @@ def add_dsp(ctx: Context) -> LayerCode:
     sim = ctx.sim
     if ctx.op.opcode != "ADD" or not isinstance(sim, AddSub):
         raise Unsupported(f"{ctx.op.opcode} (ADD only)")
-    a, b = ctx.inputs
-    out = ctx.outputs[0]
-    if a is None or b is None or a.is_constant or b.is_constant:
-        raise Unsupported("constant operand")
-    if tuple(a.shape) != tuple(b.shape) or tuple(a.shape) != tuple(out.shape):
-        raise Unsupported("broadcasting")
+    a, b, out = same_shape_operands(ctx)
     dtype = np.dtype(out.dtype)
     if dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise Unsupported(f"{dtype.name} output (uint8 or int8 expected)")

@@ -26,6 +26,7 @@ from qlane.sim.ops.pool import AveragePool2D, MaxPool2D
 
 from ..lowering import Context, LayerCode, Unsupported, lowering
 from ..names import window_tag
+from .common import same_shape_operands
 from .neon import _dtype, _geometry, _interior, _out_stage, _requant, _types
 
 MAX_AVG_TAPS = 256
@@ -64,12 +65,7 @@ def add_sub_mve(ctx: Context) -> LayerCode:
     if not isinstance(sim, AddSub):
         raise Unsupported(f"{ctx.op.opcode} (ADD / SUB only)")
     dt = _dtype(ctx)
-    a, b = ctx.inputs
-    out = ctx.outputs[0]
-    if a is None or b is None or a.is_constant or b.is_constant:
-        raise Unsupported("constant operand")
-    if tuple(a.shape) != tuple(out.shape) or tuple(b.shape) != tuple(out.shape):
-        raise Unsupported("broadcasting")
+    a, b, out = same_shape_operands(ctx)
     rnd = ctx.rounding
     # every input byte, and every sum of two staged inputs the output stage can see: where no
     # negative tie changes a result among them, the fix-up of double rounding is left out
