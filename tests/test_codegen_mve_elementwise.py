@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_codegen_dsp import Layers
-from test_codegen_mve import qemu_skip_reason
+from test_codegen_mve import _mve_target, qemu_skip_reason
 
 from peers import spec
 from qlane.codegen import qemu
@@ -31,10 +31,6 @@ from qlane.sim.quant import ACTIVATIONS, QuantParams
 from qlane.sim.simd import MVE_INSTRUCTIONS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-
-def _m55() -> Target:
-    return load_target("cortex-m55")
 
 
 def _pool(lay: Layers, kind: str, dtype: str, batch: int, hw: tuple[int, int], c: int,
@@ -120,7 +116,7 @@ def _check_all_mve(graph: Graph, target: Target, rounding: str) -> None:
 @pytest.mark.parametrize("rounding", ["double", "single"])
 def test_mve_elementwise_layers_bit_exact_on_the_host(rounding: str) -> None:
     graph, data = _graph(51, f"mve_elem_{rounding}")
-    target = _m55()
+    target = _mve_target()
     _check_all_mve(graph, target, rounding)
     report = verify(graph, target, data, rounding=rounding)
     bad = [f"layer {r.index} {r.kernel}: {r.differing} differ, first {r.first}"
@@ -152,9 +148,9 @@ def test_mve_add_every_input_pair_bit_exact() -> None:
         g.op("ADD", ins, [y], activation=act)
     graph = lay.graph("mve_add_edges")
     for rounding in ("double", "single"):
-        project = generate(graph, _m55(), name="m", rounding=rounding)
+        project = generate(graph, _mve_target(), name="m", rounding=rounding)
         assert all(parse_symbol(x.symbol).isa == "mve" for x in project.layers)
-        report = verify(graph, _m55(), lay.data, rounding=rounding)
+        report = verify(graph, _mve_target(), lay.data, rounding=rounding)
         assert all(r.bit_exact for r in report.layers), [r.first for r in report.layers]
 
 
@@ -167,7 +163,7 @@ def test_mve_elementwise_layers_under_address_and_undefined_sanitizers(tmp_path:
     if CC is None:
         pytest.skip("no C compiler on this machine")
     graph, data = _graph(54, "san")
-    project = generate(graph, _m55(), name="san")
+    project = generate(graph, _mve_target(), name="san")
     stdout = run_sanitized(project, graph, data, tmp_path, [])
     samples = data[0].shape[0]
     expected = Interpreter(graph).run(data).outputs
@@ -194,7 +190,7 @@ def test_unsupported_layers_fall_back() -> None:
     lay.outputs += outs
     _pool(lay, "AVERAGE_POOL_2D", "int8", 1, (17, 16), 4, (17, 16), (1, 1), "VALID")
     _pool(lay, "MAX_POOL_2D", "int8", 1, (17, 16), 4, (17, 16), (1, 1), "VALID")
-    project = generate(lay.graph("fallback"), _m55(), name="m")
+    project = generate(lay.graph("fallback"), _mve_target(), name="m")
     assert [parse_symbol(x.symbol).isa for x in project.layers] == ["c", "c", "c", "mve"]
     assert 17 * 16 > MAX_AVG_TAPS
 
@@ -255,7 +251,7 @@ def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(rounding: str, chip:
 
 
 @pytest.mark.isa
-def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_m55() -> None:
+def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_mve_target() -> None:
     """QEMU M55 instructions per output element (measured when written: ADD 9.1 DSP -> 4.25 MVE,
     max pool 2x2 1.06 C -> 0.56, global average pool 8x8 140 C -> 19.2)."""
     reason = qemu.available()
@@ -263,7 +259,7 @@ def test_mve_kernels_take_fewer_instructions_than_dsp_and_c_on_the_cortex_m55() 
         pytest.skip(reason)
     import mve_elementwise as bench
 
-    m55 = _m55()
+    m55 = _mve_target()
     before = dataclasses.replace(m55, isa=("dsp", "c"))
     for graph, old_isa, most in (
         (bench.add_graph((1, 16, 16, 32), "int8", "RELU"), "dsp", 4.5),
