@@ -70,8 +70,7 @@ _HEX_TARGET = re.compile(r"#?-?0x[0-9a-f]+$")
 
 def _mca_line(op: Op, arch: str, label: str, strip_it: bool, in_it: bool) -> str | None:
     """An instruction in llvm-mca's syntax (branch and page targets become a local label)."""
-    text = re.sub(r"\s*<[^>]*>$", "", op.text)  # llvm-objdump's "<symbol+offset>"
-    mnemonic, _, ops = text.partition(" ")
+    mnemonic, _, ops = op.text.partition(" ")
     if arch == "thumb" and _LOOP_END.match(mnemonic):
         return None
     if arch == "thumb" and _LOOP_START.match(mnemonic):

@@ -135,9 +135,8 @@ def make_insn(address: int, size: int, mnemonic: str, ops: str, cond: str = "",
     """The `Insn` of one disassembled instruction; ``cond`` is its IT-block condition,
     ``vpred`` whether a VPT block predicates it."""
     mnemonic = mnemonic.lower()
-    text_ops = ops.strip()
-    ops = _LINK.sub("", text_ops.split("@")[0]).strip()
-    text = f"{mnemonic} {text_ops.split('@')[0].strip()}".rstrip()
+    ops = _LINK.sub("", ops.split("@")[0]).strip()
+    text = f"{mnemonic} {ops}".rstrip()  # as capstone's records: no "<symbol+offset>"
     if mnemonic.startswith(".") or mnemonic == "<unknown>":
         return Insn(address, size, text, "other", False, None)
     base = mnemonic.split(".")[0]
