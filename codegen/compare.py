@@ -117,7 +117,8 @@ def compare(graph: Graph, project: Project, target: str, rounding: str,
     with the simulator's, ``runner.batch`` samples at a time.
 
     ``inputs[k]`` has shape ``[S, *input_shape]``. Layers run in order, each on every sample
-    before the next; ``on_layer`` gets each layer's result as soon as it is complete. Within a
+    before the next, then the patch layers of the schedule, each on its share of the
+    simulator's tensors; ``on_layer`` gets each layer's result as soon as it is complete. Within a
     batch, a layer's first mismatch is that of its lowest output, then lowest sample.
     ``progress`` gets ("compare", runner calls done, calls in all) after every call. Returns a
     ``report`` (a `Report` class) with ``fields``.
@@ -125,8 +126,22 @@ def compare(graph: Graph, project: Project, target: str, rounding: str,
     tensors = Interpreter(graph, rounding).run(inputs, keep=True).tensors
     samples = int(inputs[0].shape[0])
     specs = {i: (tuple(t.shape), np.dtype(t.dtype)) for i, t in enumerate(graph.tensors)}
-    results = [LayerResult(layer.index, layer.op.opcode, layer.symbol, layer.spec.isa)
-               for layer in project.layers]
+    jobs = [(layer.index, layer, [tensors[t] for t in layer.inputs],
+             [tensors[t] for t in layer.outputs], [specs[t] for t in layer.outputs])
+            for layer in project.layers]
+    for slot, layer, g, sc in project.patch_layers:  # each on its share of the whole tensors
+        k = sc.variants.index(layer)
+        part = next(p[pos] for p, row in zip(sc.patches, sc.which)
+                    for pos, v in enumerate(row) if v == k).span
+        cut = (slice(None), slice(None), slice(part.in_rows.lo, part.in_rows.hi),
+               slice(part.in_cols.lo, part.in_cols.hi))
+        got = (slice(None), slice(None), slice(part.out_rows.lo, part.out_rows.hi),
+               slice(part.out_cols.lo, part.out_cols.hi))
+        y = g.tensors[layer.outputs[0]]
+        jobs.append((slot, layer, [np.ascontiguousarray(tensors[layer.inputs[0]][cut])],
+                     [tensors[layer.outputs[0]][got]], [(tuple(y.shape), np.dtype(y.dtype))]))
+    results = [LayerResult(i, layer.op.opcode, layer.symbol, layer.spec.isa)
+               for i, layer, _, _, _ in jobs]
     outputs = [np.zeros((samples, *specs[t][0]), specs[t][1]) for t in graph.outputs]
     model_ok, model_first = True, None
     step = runner.batch or samples
@@ -134,13 +149,12 @@ def compare(graph: Graph, project: Project, target: str, rounding: str,
     total, done = len(batches) * (len(results) + 1), 0
     if progress:
         progress("compare", 0, total)
-    for layer, res in zip(project.layers, results):
+    for (index, _, ins, want, out_specs), res in zip(jobs, results):
         for lo, hi in batches:
-            got = runner.run_layer(layer.index, [tensors[t][lo:hi] for t in layer.inputs],
-                                   [specs[t] for t in layer.outputs])
-            for k, t in enumerate(layer.outputs):
+            got = runner.run_layer(index, [x[lo:hi] for x in ins], out_specs)
+            for k, w in enumerate(want):
                 for s in range(lo, hi):
-                    n, mm = _diff(got[k][s - lo], tensors[t][s], s, k)
+                    n, mm = _diff(got[k][s - lo], w[s], s, k)
                     if n:
                         res.bit_exact = False
                         res.differing += n

@@ -26,7 +26,8 @@ from .isa import ISAS
 from .lowering import C_TYPES, Context, Layer, lower_layer
 from .names import c_comment, c_identifier, prefix_problem
 from .placement import STACK_BYTES, deployment
-from .planner import Buffer, Plan, plan_arena
+from .planner import Plan, plan_arena
+from .schedule import Schedule, ScheduleError, StageCode, buffers, lower_stage
 from .targets import Region, Target
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -153,6 +154,21 @@ class TemplateCall:
     ins: tuple[str, ...]
     outs: tuple[str, ...]
     scratch: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class TemplateCopy:
+    """A rectangle copied between a stage's whole tensor and a patch buffer (bytes, C
+    expressions for the pointers)."""
+
+    dst: str
+    dst_stride: int
+    src: str
+    src_stride: int
+    rows: int
+    row_bytes: int
+    comment: str = ""
 
 
 def _readonly(values: np.ndarray) -> np.ndarray:
@@ -181,46 +197,47 @@ class Project:
     rounding: Rounding
     layers: list[Layer]
     plan: Plan
+    schedule: Schedule = field(default_factory=Schedule)
+    stages: list[StageCode] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     """Stale files of the previous generation that the last `write_project` deleted."""
+    schedule_note: str = ""
+    """Why this schedule (the chooser's reason), for the manifest and `estimate`."""
+    memory_budget: int | None = None
+    """The arena budget the schedule was chosen for (None: none)."""
+
+    @property
+    def patch_layers(self) -> list[tuple[int, Layer, Graph, StageCode]]:
+        """Every stage's patch layers with the ``NAME_run_layer`` index that runs each (after
+        the model's layers), their one-operator graphs and their stage."""
+        out, slot = [], len(self.layers)
+        for sc in self.stages:
+            for layer, g in zip(sc.variants, sc.graphs):
+                out.append((slot, layer, g, sc))
+                slot += 1
+        return out
 
 
-def _buffers(graph: Graph, layers: list[Layer]) -> list[Buffer]:
-    """Intermediate tensors and per-layer scratch, with the steps during which they live."""
-    io = set(graph.inputs) | set(graph.outputs)
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for step, layer in enumerate(layers):
-        for t in layer.outputs:
-            first.setdefault(t, step)
-            last[t] = max(last.get(t, step), step)
-        for t in layer.inputs:
-            last[t] = step
-    bufs = [Buffer(f"t{t}", graph.tensors[t].nbytes, first[t], last[t])
-            for t in sorted(first) if t not in io]
-    bufs += [Buffer(f"s{layer.index}", layer.kernel.scratch_bytes, step, step)
-             for step, layer in enumerate(layers) if layer.kernel.scratch_bytes]
-    return bufs
-
-
-def _grow_scratch(graph: Graph, layers: list[Layer], lower: Callable[[int, int], Layer]
-                  ) -> tuple[list[Layer], Plan]:
+def _grow_scratch(graph: Graph, layers: list[Layer], lower: Callable[[int, int], Layer],
+                  stages: Sequence[StageCode] = ()) -> tuple[list[Layer], Plan]:
     """The layers and their arena plan, each layer whose kernel runs faster with more scratch
-    lowered again with the arena's slack at its step, kept where the arena does not grow."""
+    lowered again with the arena's slack at its step, kept where the arena does not grow
+    (layers of patch stages keep theirs: they run as patches)."""
     layers = list(layers)
-    plan = plan_arena(_buffers(graph, layers), ARENA_ALIGN)
+    staged = {i for sc in stages for i in sc.layers}
+    plan = plan_arena(buffers(graph, layers, stages), ARENA_ALIGN)
     for step, layer in enumerate(layers):
-        if not layer.kernel.scratch_grows:
+        if not layer.kernel.scratch_grows or layer.index in staged:
             continue
-        live = sum(b.size for b in _buffers(graph, layers)
+        live = sum(b.size for b in buffers(graph, layers, stages)
                    if b.first <= step <= b.last and b.key != f"s{layer.index}")
         budget = plan.arena_bytes - live
         if budget <= layer.kernel.scratch_bytes:
             continue
         trial = [*layers[:step], lower(step, budget), *layers[step + 1:]]
-        trial_plan = plan_arena(_buffers(graph, trial), ARENA_ALIGN)
+        trial_plan = plan_arena(buffers(graph, trial, stages), ARENA_ALIGN)
         if trial_plan.arena_bytes <= plan.arena_bytes:
             layers, plan = trial, trial_plan
     return layers, plan
@@ -306,28 +323,154 @@ def _io_entry(graph: Graph, index: int) -> dict[str, Any]:
     }
 
 
-def generate(graph: Graph, target: Target, name: str | None = None,
-             rounding: Rounding = "double", sample: Sequence[np.ndarray] | None = None,
-             sample_source: str = "") -> Project:
-    """Lower every layer of ``graph`` for ``target`` and render the project's files.
+@dataclass
+class Lowered:
+    """A model's layers lowered for a target, with what lowers more (a layer with a scratch
+    budget, a patch stage): the chooser and `generate` share it."""
 
-    ``sample`` (one array per model input, of the input's shape) is embedded for the examples
-    together with the simulator's checksum of its outputs.
-    """
-    prefix = model_prefix(graph, name)
-    interp = Interpreter(graph, rounding)
+    graph: Graph
+    target: Target
+    rounding: Rounding
+    prefix: str
+    interp: Interpreter
+    layers: list[Layer]
+    _stages: dict[object, StageCode] = field(default_factory=dict)
 
-    def lower(step: int, budget: int = 0) -> Layer:
-        ctx = Context(op=graph.operators[step], graph=graph, sim=interp.kernels[step],
-                      target=target, rounding=rounding, isa="c", scratch_budget=budget)
+    def lower(self, step: int, budget: int = 0) -> Layer:
+        return self._lower(self.graph.operators[step], self.graph, self.interp.kernels[step],
+                           budget)
+
+    def _lower(self, op: Any, graph: Graph, sim: Any, budget: int = 0) -> Layer:
+        ctx = Context(op=op, graph=graph, sim=sim, target=self.target, rounding=self.rounding,
+                      isa="c", scratch_budget=budget)
         try:
-            return lower_layer(ctx, prefix)
+            return lower_layer(ctx, self.prefix)
         except NotImplementedError as e:
             raise GenerateError(str(e)) from None
 
-    layers = [lower(step) for step in range(len(graph.operators))]
-    layers, plan = _grow_scratch(graph, layers, lower)
-    project = Project(prefix, target, rounding, layers, plan)
+    def stage(self, stage: Any) -> StageCode:
+        """The stage lowered (once per stage)."""
+        if stage not in self._stages:
+            self._stages[stage] = lower_stage(
+                self.graph, self.interp.kernels, stage,
+                lambda g, sim: self._lower(g.operators[0], g, sim), self.rounding)
+        return self._stages[stage]
+
+    def plan(self, schedule: Schedule) -> tuple[list[Layer], list[StageCode], Plan]:
+        stages = [self.stage(s) for s in schedule.stages]
+        layers, plan = _grow_scratch(self.graph, self.layers, self.lower, stages)
+        return layers, stages, plan
+
+
+def lower_model(graph: Graph, target: Target, name: str | None = None,
+                rounding: Rounding = "double") -> Lowered:
+    """Every layer of ``graph`` lowered whole for ``target``."""
+    prefix = model_prefix(graph, name)
+    low = Lowered(graph, target, rounding, prefix, Interpreter(graph, rounding), [])
+    low.layers = [low.lower(step) for step in range(len(graph.operators))]
+    return low
+
+
+def _shared_consts(views: Sequence[TemplateLayer], patch_views: Sequence[TemplateLayer]
+                   ) -> dict[str, dict[str, str]]:
+    """Constants a patch function shares with its whole layer's (same values): per symbol,
+    suffix -> the C name, which the whole layer's file defines with external linkage."""
+    by_index = {v.index: v for v in views}
+    out: dict[str, dict[str, str]] = {}
+    for pv in patch_views:
+        full = by_index[pv.index]
+        theirs = {c.suffix: c for c in full.consts}
+        for c in pv.consts:
+            f = theirs.get(c.suffix)
+            if f is not None and f.ctype == c.ctype and np.array_equal(f.values, c.values):
+                name = f"{full.symbol}_{c.suffix}"
+                out.setdefault(full.symbol, {})[c.suffix] = name
+                out.setdefault(pv.symbol, {})[c.suffix] = name
+    return out
+
+
+def _ptr(base: str, offset: int, const: bool) -> str:
+    """``base`` (``inputs[k]``, ``outputs[k]`` or ``a + N``) moved on by ``offset`` bytes."""
+    if not offset:
+        return base
+    if base.startswith("a + "):
+        return f"a + {int(base[4:]) + offset}"
+    return f"({'const ' if const else ''}uint8_t *){base} + {offset}"
+
+
+def _stage_calls(graph: Graph, sc: StageCode, views: list[TemplateLayer], plan: Plan,
+                 loc: Callable[[int], str]) -> list[TemplateCall | TemplateCopy]:
+    """The invoke function's calls of one stage: per patch, each layer's patch function on the
+    patch buffers, the stage input and output read and written in place where a patch spans
+    whole rows and through a copy where it does not."""
+    ops, s = graph.operators, sc.stage
+    x, y = graph.tensors[ops[s.first].inputs[0]], graph.tensors[ops[s.last].outputs[0]]
+    xi, yi = ops[s.first].inputs[0], ops[s.last].outputs[0]
+    x_row = x.shape[2] * x.shape[3] * np.dtype(x.dtype).itemsize
+    y_row = y.shape[2] * y.shape[3] * np.dtype(y.dtype).itemsize
+    x_px = x.shape[3] * np.dtype(x.dtype).itemsize
+    y_px = y.shape[3] * np.dtype(y.dtype).itemsize
+    out: list[TemplateCall | TemplateCopy] = []
+    n = len(sc.patches)
+    for k, (patch, which) in enumerate(zip(sc.patches, sc.which)):
+        head, tail = patch[0].span, patch[-1].span
+        where = (f"{s.describe()}, patch {k + 1} of {n}: rows {tail.out_rows.lo}-"
+                 f"{tail.out_rows.hi - 1}, columns {tail.out_cols.lo}-{tail.out_cols.hi - 1}")
+        src_at = head.in_rows.lo * x_row + head.in_cols.lo * x_px
+        if sc.full_width_in(graph, k):
+            src = _ptr(loc(xi), src_at, True)
+        else:
+            src = f"a + {plan.offsets[f'c{s.first}']}"
+            out.append(TemplateCopy(src, head.in_cols.size * x_px, _ptr(loc(xi), src_at, True),
+                                    x_row, head.in_rows.size, head.in_cols.size * x_px,
+                                    f"{where}: its input"))
+        dst_at = tail.out_rows.lo * y_row + tail.out_cols.lo * y_px
+        for pos, (part, v) in enumerate(zip(patch, which)):
+            view = views[v]
+            i = part.span.index
+            if i == s.last:
+                dst = (_ptr(loc(yi), dst_at, False) if sc.full_width_out(graph, k)
+                       else f"a + {plan.offsets[f'd{s.last}']}")
+            else:
+                dst = f"a + {plan.offsets[f'p{i}']}"
+            scratch = f"a + {plan.offsets[f's{i}']}" if view.scratch_bytes else "0"
+            out.append(TemplateCall(view, (src,), (dst,), scratch,
+                                    where if pos == 0 else ""))
+            src = dst
+        if not sc.full_width_out(graph, k):
+            out.append(TemplateCopy(_ptr(loc(yi), dst_at, False), y_row, src,
+                                    tail.out_cols.size * y_px, tail.out_rows.size,
+                                    tail.out_cols.size * y_px, f"{where}: its output"))
+    return out
+
+
+def generate(graph: Graph, target: Target, name: str | None = None,
+             rounding: Rounding = "double", sample: Sequence[np.ndarray] | None = None,
+             sample_source: str = "", schedule: Schedule | None = None,
+             memory_budget: int | None = None, lowered: Lowered | None = None) -> Project:
+    """Lower every layer of ``graph`` for ``target`` and render the project's files.
+
+    ``sample`` (one array per model input, of the input's shape) is embedded for the examples
+    together with the simulator's checksum of its outputs. ``schedule`` runs the given patch
+    stages; without one, the fastest schedule whose arena fits ``memory_budget`` bytes is
+    chosen (`qlane.codegen.chooser`; default budget: the chip's RAM less what the board
+    example reserves).
+    """
+    from .chooser import choose
+
+    low = lowered or lower_model(graph, target, name, rounding)
+    prefix = low.prefix
+    interp = low.interp
+    note, budget = "given", memory_budget
+    if schedule is None:
+        schedule, note, budget = choose(low, memory_budget)
+    try:
+        schedule.check(graph)
+    except ScheduleError as e:
+        raise GenerateError(str(e)) from None
+    layers, stages, plan = low.plan(schedule)
+    project = Project(prefix, target, rounding, layers, plan, schedule, stages,
+                      schedule_note=note, memory_budget=budget)
     env = _env()
     headers = header_files(target.preferred_isa)
 
@@ -339,18 +482,35 @@ def generate(graph: Graph, target: Target, name: str | None = None,
         return f"a + {plan.offsets[f't{t}']}"
 
     views = [template_layer(layer) for layer in layers]
-    calls = []
+    patch_views = [template_layer(layer) for _, layer, _, _ in project.patch_layers]
+    staged = {sc.stage.first: sc for sc in stages}
+    inside = {i for sc in stages for i in sc.layers}
+    calls: list[TemplateCall | TemplateCopy] = []
+    base = 0
+    firsts = {}
+    for sc in stages:
+        firsts[sc.stage.first] = base
+        base += len(sc.variants)
     for layer, view in zip(layers, views):
+        if layer.index in staged:
+            sc = staged[layer.index]
+            k0 = firsts[layer.index]
+            calls += _stage_calls(graph, sc, patch_views[k0:k0 + len(sc.variants)], plan, loc)
+        if layer.index in inside:
+            continue
         scratch = f"a + {plan.offsets[f's{layer.index}']}" if view.scratch_bytes else "0"
         calls.append(TemplateCall(view, tuple(loc(t) for t in layer.inputs),
                                   tuple(loc(t) for t in layer.outputs), scratch))
+    dispatch = [(v.index, v) for v in views] + \
+        [(slot, v) for (slot, _, _, _), v in zip(project.patch_layers, patch_views)]
     inputs = [_io_entry(graph, i) for i in graph.inputs]
     outputs = [_io_entry(graph, i) for i in graph.outputs]
     common = dict(
         name=prefix, version=__version__, rounding=str(rounding),
         target=TemplateTarget(target.name, target.zig_target, target.zig_cpu,
                               c_comment(target.description)),
-        layers=tuple(views), calls=tuple(calls),
+        layers=tuple(views), calls=tuple(calls), dispatch=tuple(dispatch),
+        schedule=c_comment(schedule.describe(), 400),
         plan=TemplatePlan(plan.arena_bytes, plan.naive_bytes), headers=sorted(headers),
         arena_align=ARENA_ALIGN, inputs=inputs, outputs=outputs,
         model_comment=c_comment(graph.name),
@@ -359,12 +519,24 @@ def generate(graph: Graph, target: Target, name: str | None = None,
     files[f"{prefix}.h"] = env.get_template("model.h.j2").render(**common)
     files[f"{prefix}.c"] = env.get_template("model.c.j2").render(**common)
     requant = f"qlane_requant_{'single' if rounding == 'single' else 'double'}"
+    shared = _shared_consts(views, patch_views)
     for view in views:
         fname = f"{prefix}_l{view.index:03d}.c"
         consts = {c.suffix: f"{view.symbol}_{c.suffix}" for c in view.consts}
         files[fname] = env.get_template("layer.c.j2").render(
             **common, layer=view, fn=view.symbol, k=view, p=view.params, c=consts,
             requant=requant, isa_headers=ISAS[view.isa].headers,
+            exported=shared.get(view.symbol, {}), imported={},
+        )
+    for (slot, _, _, _), view in zip(project.patch_layers, patch_views):
+        fname = f"{prefix}_l{view.index:03d}_v{slot:03d}.c"
+        imported = shared.get(view.symbol, {})
+        consts = {c.suffix: imported.get(c.suffix, f"{view.symbol}_{c.suffix}")
+                  for c in view.consts}
+        files[fname] = env.get_template("layer.c.j2").render(
+            **common, layer=view, fn=view.symbol, k=view, p=view.params, c=consts,
+            requant=requant, isa_headers=ISAS[view.isa].headers, exported={},
+            imported=imported,
         )
     given, checksum = None, 0
     if sample is not None:
@@ -424,6 +596,36 @@ def generate(graph: Graph, target: Target, name: str | None = None,
                 "output_shapes": [list(graph.tensors[t].shape) for t in layer.outputs],
             }
             for layer in layers
+        ],
+        "schedule": {
+            "spec": schedule.spec(),
+            "describe": schedule.describe(),
+            "why": c_comment(note, 300),
+            "memory_budget": budget,
+            "stages": [
+                {
+                    "first": sc.stage.first, "last": sc.stage.last,
+                    "grid": list(sc.stage.grid), "patches": len(sc.patches),
+                    "macs": sc.plan.macs, "layer_macs": sc.plan.layer_macs,
+                    "extra_macs": sc.plan.macs - sc.plan.layer_macs,
+                }
+                for sc in stages
+            ],
+        },
+        "patch_layers": [
+            {
+                "run_layer_index": slot,
+                "layer": layer.index,
+                "kernel": layer.symbol,
+                "isa": layer.spec.isa,
+                "isa_note": layer.isa_note,
+                "uses": sc.uses(k),
+                "scratch_bytes": layer.kernel.scratch_bytes,
+                "input_shape": list(g.tensors[layer.inputs[0]].shape),
+                "output_shape": list(g.tensors[layer.outputs[0]].shape),
+            }
+            for slot, layer, g, sc in project.patch_layers
+            for k in [sc.variants.index(layer)]
         ],
     }
     project.manifest["files"] = sorted([*files, MANIFEST])

@@ -13,14 +13,14 @@ need beside the chain's whole input and output.
 
 from __future__ import annotations
 
-import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from qlane.sim.graph import Graph
-from qlane.sim.ops.base import Kernel
+from qlane.sim.graph import Graph, Operator
+from qlane.sim.ops.base import KERNELS, Kernel
 from qlane.sim.ops.conv import Window
 
 
@@ -63,17 +63,26 @@ def _window(kernel: Kernel) -> Window | None:
     return win if isinstance(win, Window) else None
 
 
+WINDOWED = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D")
+POINTWISE = ("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH")
+STAGE_OPS = WINDOWED + POINTWISE
+"""Operators a patch stage may hold: sliding windows over one activation, and unary ops."""
+
+
 def chain(graph: Graph, first: int, last: int) -> list[int]:
     """Operators ``first`` .. ``last`` if they form a chain on 4-D tensors; ValueError names the
     operator that breaks it."""
     ops = graph.operators
+    readers = Counter(t for op in ops for t in op.inputs)
     for i in range(first, last + 1):
         out = ops[i].outputs
+        if ops[i].opcode not in STAGE_OPS:
+            raise ValueError(f"operator {i} ({ops[i].opcode}) cannot run in patches")
         if len(out) != 1 or len(graph.tensors[out[0]].shape) != 4:
             raise ValueError(f"operator {i} ({ops[i].opcode}) has not one 4-D output")
         if i > first and ops[i].inputs[0] != ops[i - 1].outputs[0]:
             raise ValueError(f"operator {i} ({ops[i].opcode}) does not read operator {i - 1}")
-        if i < last and sum(t == out[0] for op in ops for t in op.inputs) != 1:
+        if i < last and readers[out[0]] != 1:
             raise ValueError(f"operator {i} ({ops[i].opcode})'s output is read more than once")
     return list(range(first, last + 1))
 
@@ -96,17 +105,144 @@ def patch_spans(graph: Graph, kernels: Sequence[Kernel], layers: Sequence[int], 
     return out[::-1]
 
 
+def split(size: int, parts: int) -> list[Span]:
+    """``size`` rows cut into ``parts`` spans of near-equal size (the larger ones first)."""
+    base, extra = divmod(size, parts)
+    spans, lo = [], 0
+    for k in range(parts):
+        hi = lo + base + (k < extra)
+        spans.append(Span(lo, hi))
+        lo = hi
+    return spans
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Operators ``first`` .. ``last`` run as a ``grid`` (rows x columns) of patches of the last
+    operator's output."""
+
+    first: int
+    last: int
+    grid: tuple[int, int]
+
+    @property
+    def layers(self) -> range:
+        return range(self.first, self.last + 1)
+
+    def describe(self) -> str:
+        return f"layers {self.first}-{self.last} in {self.grid[0]}x{self.grid[1]} patches"
+
+
+@dataclass(frozen=True)
+class PatchLayer:
+    """One layer of one patch: its spans and the padding its windows see (the image border's
+    where the patch touches it, none inside)."""
+
+    span: LayerSpan
+    top: int
+    left: int
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        """What the layer's code for this patch depends on: input and output extents, padding."""
+        s = self.span
+        return (s.in_rows.size, s.in_cols.size, s.out_rows.size, s.out_cols.size, self.top,
+                self.left)
+
+
+def _axis(graph: Graph, kernels: Sequence[Kernel], layers: Sequence[int], out: Span,
+          axis: int) -> list[tuple[Span, Span, int]]:
+    """Per layer (first to last): output span, input span and padding before, along ``axis``
+    (1: rows, 2: columns) for span ``out`` of the last layer's output."""
+    res = []
+    for i in reversed(layers):
+        win = _window(kernels[i])
+        if win is None:
+            res.append((out, out, 0))
+            continue
+        k, st, d, pad = ((win.kh, win.sh, win.dh, win.top) if axis == 1 else
+                         (win.kw, win.sw, win.dw, win.left))
+        size = graph.tensors[graph.operators[i].inputs[0]].shape[axis]
+        inp = input_span(out, k, st, d, pad, size)
+        res.append((out, inp, inp.lo - (out.lo * st - pad)))
+        out = inp
+    return res[::-1]
+
+
+def stage_axes(graph: Graph, kernels: Sequence[Kernel], stage: Stage
+               ) -> tuple[list[list[tuple[Span, Span, int]]], list[list[tuple[Span, Span, int]]]]:
+    """Per patch row and per patch column of ``stage``: `_axis` of each layer (patch spans are
+    separable: a patch's rows depend on its grid row only)."""
+    layers = chain(graph, stage.first, stage.last)
+    y = graph.tensors[graph.operators[stage.last].outputs[0]].shape
+    rows = [_axis(graph, kernels, layers, r, 1) for r in split(y[1], stage.grid[0])]
+    cols = [_axis(graph, kernels, layers, c, 2) for c in split(y[2], stage.grid[1])]
+    return rows, cols
+
+
+def stage_patches(graph: Graph, kernels: Sequence[Kernel], stage: Stage
+                  ) -> list[list[PatchLayer]]:
+    """Per patch (row-major over the grid), per layer of the stage, what it computes."""
+    rows, cols = stage_axes(graph, kernels, stage)
+    return [[PatchLayer(LayerSpan(i, r[0], c[0], r[1], c[1]), r[2], c[2])
+             for i, r, c in zip(stage.layers, rr, cc)] for rr in rows for cc in cols]
+
+
+def sub_graph(graph: Graph, index: int, part: PatchLayer) -> Graph:
+    """The one-operator graph that computes operator ``index``'s share ``part`` of a patch: its
+    input and output cut to the spans, its windows' padding made explicit."""
+    op = graph.operators[index]
+    s = part.span
+    tensors = list(graph.tensors)
+    for t, rows, cols in ((op.inputs[0], s.in_rows, s.in_cols),
+                          (op.outputs[0], s.out_rows, s.out_cols)):
+        shape = tensors[t].shape
+        tensors[t] = replace(tensors[t], shape=(shape[0], rows.size, cols.size, shape[3]))
+    options = dict(op.options)
+    if op.opcode in WINDOWED:
+        options.update(padding="EXPLICIT", pad_top=part.top, pad_left=part.left)
+    sub = Operator(op.index, op.opcode, op.inputs, op.outputs, options)
+    return Graph(tensors, [sub], [op.inputs[0]], [op.outputs[0]], graph.name)
+
+
+def sub_kernel(graph: Graph, index: int, part: PatchLayer, rounding: str = "double") -> Kernel:
+    """The simulator's kernel of `sub_graph`."""
+    g = sub_graph(graph, index, part)
+    return KERNELS[g.operators[0].opcode](g.operators[0], g, rounding)  # type: ignore[arg-type]
+
+
+def run_stage(graph: Graph, kernels: Sequence[Kernel], stage: Stage, x: np.ndarray,
+              rounding: str = "double") -> np.ndarray:
+    """The stage's output for input ``x`` [S, 1, H, W, C], computed patch by patch with the
+    simulator (each patch's layers on their spans only): the reference of generated stages."""
+    y = graph.tensors[graph.operators[stage.last].outputs[0]]
+    out = np.zeros((x.shape[0], *y.shape), y.dtype)
+    cache: dict[tuple[int, tuple[int, ...]], Kernel] = {}
+    for patch in stage_patches(graph, kernels, stage):
+        first = patch[0].span
+        a = x[:, :, first.in_rows.lo:first.in_rows.hi, first.in_cols.lo:first.in_cols.hi]
+        for part in patch:
+            key = (part.span.index, part.key)
+            if key not in cache:
+                cache[key] = sub_kernel(graph, part.span.index, part, rounding)
+            k = cache[key]
+            args = [a if i == 0 else (None if t < 0 else graph.tensors[t].data[None])
+                    for i, t in enumerate(graph.operators[part.span.index].inputs)]
+            a = k(*args)[0]
+        last = patch[-1].span
+        out[:, :, last.out_rows.lo:last.out_rows.hi, last.out_cols.lo:last.out_cols.hi] = a
+    return out
+
+
 @dataclass(frozen=True)
 class PatchPlan:
-    """A chain run as a grid of output patches."""
+    """What running a stage costs and needs."""
 
-    layers: tuple[int, ...]
-    patch: int  # rows and columns of the last output per patch (the last row/column: fewer)
-    grid: tuple[int, int]
+    stage: Stage
     macs: int  # computed, halos included
     layer_macs: int  # the layer-by-layer MACs of the same layers
     buffer_bytes: int  # the largest input + output patch buffers of one interior layer
-    stage_bytes: int  # the chain's whole input and output tensors
+    stage_bytes: int  # the stage's whole input and output tensors
 
     @property
     def overhead(self) -> float:
@@ -124,29 +260,22 @@ def _macs_per_output(graph: Graph, kernels: Sequence[Kernel], i: int) -> float:
     return type(kernels[i]).macs(op, graph) / (y[0] * y[1] * y[2])
 
 
-def plan_patches(graph: Graph, kernels: Sequence[Kernel], first: int, last: int,
-                 patch: int) -> PatchPlan:
-    """The chain ``first`` .. ``last`` run as ``patch`` x ``patch`` patches of its last output."""
-    layers = chain(graph, first, last)
+def plan_patches(graph: Graph, kernels: Sequence[Kernel], stage: Stage) -> PatchPlan:
+    """MACs and buffer bytes of ``stage``."""
     ops, tensors = graph.operators, graph.tensors
-    y = tensors[ops[last].outputs[0]].shape
-    grid = (math.ceil(y[1] / patch), math.ceil(y[2] / patch))
-    per = {i: _macs_per_output(graph, kernels, i) for i in layers}
+    rows, cols = stage_axes(graph, kernels, stage)
     macs, buffers = 0.0, 0
-    for gr in range(grid[0]):
-        for gc in range(grid[1]):
-            rows = Span(gr * patch, min((gr + 1) * patch, y[1]))
-            cols = Span(gc * patch, min((gc + 1) * patch, y[2]))
-            for k, ls in enumerate(patch_spans(graph, kernels, layers, rows, cols)):
-                op = ops[ls.index]
-                xin, yout = tensors[op.inputs[0]], tensors[op.outputs[0]]
-                macs += per[ls.index] * ls.out_rows.size * ls.out_cols.size
-                n_in = 0 if k == 0 else ls.in_rows.size * ls.in_cols.size * xin.shape[3] * \
-                    np.dtype(xin.dtype).itemsize
-                n_out = 0 if ls.index == last else ls.out_rows.size * ls.out_cols.size * \
-                    yout.shape[3] * np.dtype(yout.dtype).itemsize
-                buffers = max(buffers, n_in + n_out)
-    layer_macs = sum(type(kernels[i]).macs(ops[i], graph) for i in layers)
-    x0, y1 = tensors[ops[first].inputs[0]], tensors[ops[last].outputs[0]]
-    stage = sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize for t in (x0, y1))
-    return PatchPlan(tuple(layers), patch, grid, round(macs), int(layer_macs), buffers, stage)
+    for pos, i in enumerate(stage.layers):
+        op = ops[i]
+        rs = {(r[pos][0].size, r[pos][1].size) for r in rows}
+        cs = {(c[pos][0].size, c[pos][1].size) for c in cols}
+        area_out = sum(r[pos][0].size for r in rows) * sum(c[pos][0].size for c in cols)
+        macs += _macs_per_output(graph, kernels, i) * area_out
+        x, y = tensors[op.inputs[0]], tensors[op.outputs[0]]
+        px_in = 0 if pos == 0 else x.shape[3] * np.dtype(x.dtype).itemsize
+        px_out = 0 if i == stage.last else y.shape[3] * np.dtype(y.dtype).itemsize
+        buffers = max(buffers, max(ri * ci * px_in + ro * co * px_out
+                                   for ro, ri in rs for co, ci in cs))
+    layer_macs = sum(type(kernels[i]).macs(ops[i], graph) for i in stage.layers)
+    x0, y1 = tensors[ops[stage.first].inputs[0]], tensors[ops[stage.last].outputs[0]]
+    return PatchPlan(stage, round(macs), int(layer_macs), buffers, x0.nbytes + y1.nbytes)

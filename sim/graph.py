@@ -2,8 +2,9 @@
 
 Operator options use these keys (absent keys take the default in parentheses):
 
-- CONV_2D: ``padding`` ("SAME"/"VALID"), ``stride_h``, ``stride_w``, ``dilation_h``,
-  ``dilation_w`` (1), ``activation`` ("NONE")
+- CONV_2D: ``padding`` ("SAME"/"VALID"; "EXPLICIT": ``pad_top`` and ``pad_left`` rows and
+  columns before the input, the output shape says where the windows stop - a patch of a larger
+  layer), ``stride_h``, ``stride_w``, ``dilation_h``, ``dilation_w`` (1), ``activation`` ("NONE")
 - DEPTHWISE_CONV_2D: as CONV_2D plus ``depth_multiplier``
 - FULLY_CONNECTED: ``activation``, ``keep_num_dims`` (False)
 - AVERAGE_POOL_2D, MAX_POOL_2D: ``padding``, ``stride_h``, ``stride_w``, ``filter_h``,

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 
 from conftest import ZOO
-from qlane.codegen.patches import Span, chain, input_span, patch_spans, plan_patches
+from qlane.codegen.patches import (
+    Span,
+    Stage,
+    chain,
+    input_span,
+    patch_spans,
+    plan_patches,
+    run_stage,
+    split,
+    stage_patches,
+)
 from qlane.sim import load_tflite
 from qlane.sim.interpreter import Interpreter
 
@@ -62,13 +72,54 @@ def test_patch_inputs_hold_everything_the_outputs_depend_on(mobilenet) -> None: 
 
 def test_full_patch_is_the_layer_by_layer_schedule(mobilenet) -> None:  # type: ignore[no-untyped-def]
     graph, interp = mobilenet
-    full = plan_patches(graph, interp.kernels, 0, 4, 32)
-    assert full.grid == (1, 1) and full.macs == full.layer_macs and full.overhead == 0
-    overheads = [plan_patches(graph, interp.kernels, 0, 4, p).overhead for p in (2, 4, 8, 16)]
+    full = plan_patches(graph, interp.kernels, Stage(0, 4, (1, 1)))
+    assert full.macs == full.layer_macs and full.overhead == 0
+    overheads = [plan_patches(graph, interp.kernels, Stage(0, 4, (g, g))).overhead
+                 for g in (16, 8, 4, 2)]
     assert all(a >= b >= 0 for a, b in zip(overheads, overheads[1:])), overheads
     assert overheads[0] > 0.5 and 0 < overheads[-1] < 0.2, overheads
-    small = plan_patches(graph, interp.kernels, 0, 4, 4)
-    assert small.grid == (8, 8) and small.buffer_bytes < full.buffer_bytes
+    small = plan_patches(graph, interp.kernels, Stage(0, 4, (8, 8)))
+    assert small.buffer_bytes < full.buffer_bytes
+
+
+def test_split_is_near_equal() -> None:
+    assert split(10, 3) == [Span(0, 4), Span(4, 7), Span(7, 10)]
+    assert split(4, 4) == [Span(k, k + 1) for k in range(4)]
+
+
+@pytest.mark.parametrize("stage", [Stage(0, 7, (4, 4)), Stage(0, 3, (3, 2)), Stage(1, 5, (5, 1)),
+                                   Stage(2, 2, (2, 7)), Stage(3, 9, (3, 3))],
+                         ids=lambda s: s.describe().replace(" ", "_"))
+def test_run_stage_is_the_layer_by_layer_result(mobilenet, stage: Stage) -> None:  # type: ignore[no-untyped-def]
+    """Each patch computed alone on its spans, with the explicit padding its windows see, gives
+    the layer-by-layer tensor bit for bit (the simulator's own check of the patch geometry)."""
+    graph, interp = mobilenet
+    rng = np.random.default_rng(stage.first)
+    x = rng.integers(-128, 128, (2, *graph.tensors[graph.inputs[0]].shape), dtype=np.int8)
+    tensors = interp.run([x], keep=True).tensors
+    xin = tensors[graph.operators[stage.first].inputs[0]] if stage.first else x
+    got = run_stage(graph, interp.kernels, stage, xin)
+    assert np.array_equal(got, tensors[graph.operators[stage.last].outputs[0]])
+
+
+def test_patch_layers_cover_their_layer(mobilenet) -> None:  # type: ignore[no-untyped-def]
+    """Every output pixel of every stage layer is computed by some patch, and the padding of a
+    patch is the image border's only where it touches the border."""
+    graph, interp = mobilenet
+    stage = Stage(0, 5, (3, 4))
+    patches = stage_patches(graph, interp.kernels, stage)
+    assert len(patches) == 12
+    for pos, i in enumerate(stage.layers):
+        shape = graph.tensors[graph.operators[i].outputs[0]].shape
+        seen = np.zeros(shape[1:3], bool)
+        for patch in patches:
+            part = patch[pos]
+            s = part.span
+            seen[s.out_rows.lo:s.out_rows.hi, s.out_cols.lo:s.out_cols.hi] = True
+            win = interp.kernels[i].win
+            assert part.top == (win.top - s.out_rows.lo * win.sh if s.in_rows.lo == 0 else 0)
+            assert part.left == (win.left - s.out_cols.lo * win.sw if s.in_cols.lo == 0 else 0)
+        assert seen.all(), i
 
 
 def test_chain_rejects_a_branch() -> None:

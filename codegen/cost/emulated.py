@@ -20,8 +20,11 @@ from .model import (
     cost_model,
     floor_peak,
     layer_base,
+    memory_view,
     model_notes,
     ram_of,
+    schedule_notes,
+    scheduled,
     skipped_note,
 )
 from .pipeline import Op, block_cycles, make_op, taken_branches
@@ -103,7 +106,8 @@ def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
                    project: Project | None = None, flash: bool = True,
                    progress: Progress | None = None,
                    on_layer: Callable[[EmulatedRun, Any], None] | None = None,
-                   cc: str = "zig") -> EmulatedRun:
+                   cc: str = "zig", schedule: Any = None,
+                   memory_budget: int | None = None) -> EmulatedRun:
     """Cross-compile with ``cc``, run every layer once (counting), find its flash-reading loads.
 
     ``progress`` gets the stages "compile" (0 of 1, then 1 of 1) and "emulate" (layers done of
@@ -117,7 +121,8 @@ def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
 
     if progress:
         progress("compile", 0, 1)
-    project = project or generate(graph, target, name=name, rounding=rounding)
+    project = project or generate(graph, target, name=name, rounding=rounding,
+                                  schedule=schedule, memory_budget=memory_budget)
     elf = build_elf(project, target, build_root, cc=cc)
     emu = machine_for(elf, target, check_alignment=False)
     if progress:
@@ -134,24 +139,33 @@ def emulate_layers(graph: Graph, target: Target, rounding: str = "double",
                                        dtype=dt))
     tensors = Interpreter(graph, rounding).run(inputs, keep=True).tensors
     run = EmulatedRun(project, emu, {}, {})
-    total = len(project.layers)
+    jobs = [(layer.index, layer, [tensors[t] for t in layer.inputs],
+             [(tuple(graph.tensors[t].shape), graph.tensors[t].dtype) for t in layer.outputs])
+            for layer in project.layers]
+    for slot, layer, g, sc in project.patch_layers:  # on its share of the whole input
+        k = sc.variants.index(layer)
+        span = next(p[pos] for p, row in zip(sc.patches, sc.which)
+                    for pos, v in enumerate(row) if v == k).span
+        x = tensors[layer.inputs[0]][:, :, span.in_rows.lo:span.in_rows.hi,
+                                     span.in_cols.lo:span.in_cols.hi]
+        y = g.tensors[layer.outputs[0]]
+        jobs.append((slot, layer, [np.ascontiguousarray(x)], [(tuple(y.shape), y.dtype)]))
+    total = len(jobs)
     if progress:
         progress("emulate", 0, total)
-    for done, layer in enumerate(project.layers, 1):
-        ins = [tensors[t] for t in layer.inputs]
-        specs = [(tuple(graph.tensors[t].shape), graph.tensors[t].dtype) for t in layer.outputs]
-        _, c = emu.run_layer(layer.index, ins, specs, count_samples=[0])
-        run.counts[layer.index] = c[0]
+    for done, (index, layer, ins, specs) in enumerate(jobs, 1):
+        _, c = emu.run_layer(index, ins, specs, count_samples=[0])
+        run.counts[index] = c[0]
         if flash:
             loads = [insn.address for start, (n, _) in c[0]["blocks"].items()
                      for insn in emu.block(start, n) if insn.cls == "load"]
-            run.flash_sites[layer.index] = emu.flash_loads(
-                loads, lambda ins=ins, specs=specs, i=layer.index: emu.run_layer(i, ins, specs))
+            run.flash_sites[index] = emu.flash_loads(
+                loads, lambda ins=ins, specs=specs, i=index: emu.run_layer(i, ins, specs))
         else:
-            run.flash_sites[layer.index] = set()
+            run.flash_sites[index] = set()
         if progress:
             progress("emulate", done, total)
-        if on_layer:
+        if on_layer and index == layer.index:
             on_layer(run, layer)
     return run
 
@@ -160,7 +174,8 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
                       name: str | None = None, build_root: str | Path | None = None,
                       run: EmulatedRun | None = None, *,
                       on_layer: Callable[[LayerEstimate], None] | None = None,
-                      progress: Progress | None = None, cc: str = "zig") -> Estimate:
+                      progress: Progress | None = None, cc: str = "zig",
+                      schedule: Any = None, memory_budget: int | None = None) -> Estimate:
     """Emulated counts of every layer, costed block by block with the target's model.
 
     Each layer is costed as soon as it has run; ``on_layer`` gets its estimate then.
@@ -168,42 +183,52 @@ def estimate_emulated(graph: Graph, target: Target, rounding: str = "double",
     compiler (ignored for a given ``run``, which was built already).
     """
     model = cost_model(target)
-    layers: list[LayerEstimate] = []
     coster: BlockCoster | None = None
 
-    def cost(run: EmulatedRun, layer: Any) -> None:
+    def cost(run: EmulatedRun, index: int, layer: Any, g: Graph) -> LayerEstimate:
         nonlocal coster
         coster = coster or BlockCoster(run.emu, model)
-        c = run.counts[layer.index]
-        base = layer_base(layer, graph)
-        core, branch, memory, fbytes = coster.cost(c, run.flash_sites[layer.index],
+        c = run.counts[index]
+        base = layer_base(layer, g)
+        core, branch, memory, fbytes = coster.cost(c, run.flash_sites[index],
                                                 base["weight_bytes"])
-        est = floor_peak(LayerEstimate(**base, instructions=int(c["instructions"]),
-                                       cycles=core + branch + memory, core_cycles=core,
-                                       branch_cycles=branch, memory_cycles=memory,
-                                       flash_read_bytes=fbytes, by_class=dict(c["by_class"])),
-                         model)
-        layers.append(est)
-        if on_layer:
-            on_layer(est)
+        return floor_peak(LayerEstimate(**base, instructions=int(c["instructions"]),
+                                        cycles=core + branch + memory, core_cycles=core,
+                                        branch_cycles=branch, memory_cycles=memory,
+                                        flash_read_bytes=fbytes, by_class=dict(c["by_class"])),
+                          model)
+
+    def layer_done(run: EmulatedRun, layer: Any) -> None:  # layer by layer: report at once
+        if on_layer and not run.project.stages:
+            on_layer(cost(run, layer.index, layer, graph))
 
     if run is None:
         try:
             run = emulate_layers(graph, target, rounding, name, build_root, progress=progress,
-                                 on_layer=cost, cc=cc)
+                                 on_layer=layer_done, cc=cc, schedule=schedule,
+                                 memory_budget=memory_budget)
         except ImportError as e:
             raise EstimateError(f"emulated mode needs unicorn, capstone, pyelftools and ziglang "
                                 f"({e}); or use --mode static") from None
+        reported = not run.project.stages
     else:
-        for layer in run.project.layers:
-            cost(run, layer)
+        reported = False
+    project = run.project
+    whole = {la.index: cost(run, la.index, la, graph) for la in project.layers}
+    parts = {slot: cost(run, slot, la, g) for slot, la, g, _ in project.patch_layers}
+    layers, stages = scheduled(project, graph, whole, parts, model)
+    if on_layer and not reported:
+        for la in layers:
+            on_layer(la)
     elf = run.emu.elf
     return Estimate(
         graph.name, target.name, "emulated", model.clock_hz, layers,
-        run.project.plan.arena_bytes, int(elf.flash_bytes),
+        project.plan.arena_bytes, int(elf.flash_bytes),
         "flash image of the cross build: code, constants (weights, biases, multipliers, "
         "tables) and initialised data", model.sram_bytes, model.flash_bytes,
         model.peak_macs_per_cycle,
         [*model_notes(model), *skipped_note(layers),
-         *([f"image built with {elf.compiler} -O2"] if elf.compiler else [])],
-        ram=ram_of(graph, target, run.project.plan.arena_bytes), compiler=elf.compiler or None)
+         *([f"image built with {elf.compiler} -O2"] if elf.compiler else []),
+         *schedule_notes(project, stages)],
+        ram=ram_of(graph, target, project.plan.arena_bytes), compiler=elf.compiler or None,
+        stages=stages, memory=memory_view(project, graph))

@@ -20,13 +20,17 @@ from .model import (
     cost_model,
     floor_peak,
     layer_base,
+    memory_view,
     model_notes,
     ram_of,
+    schedule_notes,
+    scheduled,
     skipped_note,
 )
 
 if TYPE_CHECKING:
     from ..emit import Project
+    from ..schedule import Schedule
 
 FEATURES = ("calls", "macs", "outputs", "inputs", "tiles", "pixels")
 """Shape features of the static model, in the order of the coefficient lists."""
@@ -106,28 +110,35 @@ def static_layer(layer: Any, graph: Graph, model: CostModel) -> LayerEstimate:
 
 def estimate_static(graph: Graph, target: Target, rounding: str = "double",
                     name: str | None = None, project: Project | None = None, *,
-                    on_layer: Callable[[LayerEstimate], None] | None = None) -> Estimate:
+                    on_layer: Callable[[LayerEstimate], None] | None = None,
+                    schedule: Schedule | None = None,
+                    memory_budget: int | None = None) -> Estimate:
     """Per-layer cycles from shapes and fitted per-family coefficients; no compiler.
 
-    ``on_layer`` gets each layer's estimate as soon as it is made."""
+    ``on_layer`` gets each layer's estimate as soon as it is made. ``schedule`` and
+    ``memory_budget``: see `qlane.codegen.emit.generate`."""
     from ..emit import generate
 
     model = cost_model(target)
-    project = project or generate(graph, target, name=name, rounding=rounding)
-    layers = []
-    for layer in project.layers:
-        layers.append(static_layer(layer, graph, model))
+    project = project or generate(graph, target, name=name, rounding=rounding,
+                                  schedule=schedule, memory_budget=memory_budget)
+    whole = {layer.index: static_layer(layer, graph, model) for layer in project.layers}
+    parts = {slot: static_layer(layer, g, model) for slot, layer, g, _ in project.patch_layers}
+    layers, stages = scheduled(project, graph, whole, parts, model)
+    for la in layers:
         if on_layer:
-            on_layer(layers[-1])
+            on_layer(la)
     fitted = model.static.get("fitted", "")
     notes = [*model_notes(model), *skipped_note(layers),
-             f"static coefficients fitted {fitted} by bench/calibrate_static.py"]
+             f"static coefficients fitted {fitted} by bench/calibrate_static.py",
+             *schedule_notes(project, stages)]
     return Estimate(
         graph.name, target.name, "static", model.clock_hz, layers, project.plan.arena_bytes,
         int(project.manifest["flash_bytes"]),
         "constant data (weights, biases, multipliers, tables); code not included in static mode",
         model.sram_bytes, model.flash_bytes, model.peak_macs_per_cycle, notes,
-        ram=ram_of(graph, target, project.plan.arena_bytes))
+        ram=ram_of(graph, target, project.plan.arena_bytes), stages=stages,
+        memory=memory_view(project, graph))
 
 
 def fit_nonnegative(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -194,8 +194,16 @@ def window_of(k: Kernel, kernel_hw: tuple[int, int], n_out: int | None,
                         "dilation_w"), kernel_hw + s + d):
         k.need(v >= 1, f"{name} must be >= 1, got {v}")
     pad = o.get("padding", "SAME")
-    k.need(pad in ("SAME", "VALID"), f"unknown padding {pad}")
-    win = Window.make(pad, (x.shape[1], x.shape[2]), kernel_hw, s, d)
+    k.need(pad in ("SAME", "VALID", "EXPLICIT"), f"unknown padding {pad}")
+    if pad == "EXPLICIT":
+        top, left = o.get("pad_top", 0), o.get("pad_left", 0)
+        k.need(top >= 0 and left >= 0, f"explicit padding must be >= 0, got {top}, {left}")
+        win = Window(*kernel_hw, *s, *d, top, left, y.shape[1], y.shape[2])
+        reach = (win.oh - 1) * win.sh - top, (win.ow - 1) * win.sw - left
+        k.need(reach[0] < x.shape[1] and reach[1] < x.shape[2],
+               "the last window starts below or right of the input (explicit padding)")
+    else:
+        win = Window.make(pad, (x.shape[1], x.shape[2]), kernel_hw, s, d)
     k.need(win.oh > 0 and win.ow > 0, "filter larger than the input (VALID padding)")
     want = (x.shape[0], win.oh, win.ow, x.shape[3] if n_out is None else n_out)
     k.need(tuple(y.shape) == want,

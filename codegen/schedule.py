@@ -1,0 +1,223 @@
+"""Schedules: which layers run layer by layer and which as patch stages, lowered and planned.
+
+A `Schedule` names its patch stages (`qlane.codegen.patches.Stage`). `lower_stage` lowers every
+distinct patch layer of a stage (one specialised function per layer and patch geometry, the
+same lowerings as the whole layer) into a `StageCode`; `buffers` lists what the arena must hold
+under a schedule, step by step, for `qlane.codegen.planner.plan_arena`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from qlane.sim.graph import Graph
+from qlane.sim.ops.base import Kernel
+
+from .lowering import Layer
+from .patches import PatchLayer, PatchPlan, Stage, chain, plan_patches, stage_patches, sub_graph
+from .planner import Buffer
+
+
+class ScheduleError(ValueError):
+    """A schedule that does not apply to the model."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Patch stages (in layer order, disjoint); every other layer runs whole, in order."""
+
+    stages: tuple[Stage, ...] = ()
+
+    def describe(self) -> str:
+        return "; ".join(s.describe() for s in self.stages) or "layer by layer"
+
+    def spec(self) -> str:
+        """The ``--schedule`` text that gives this schedule back (`parse_schedule`)."""
+        return ",".join(f"{s.first}-{s.last}:{s.grid[0]}x{s.grid[1]}" for s in self.stages) \
+            or "layers"
+
+    def check(self, graph: Graph) -> None:
+        """ScheduleError unless every stage is a chain of the graph and they do not overlap."""
+        end = -1
+        for s in self.stages:
+            if s.first <= end:
+                raise ScheduleError(f"stage {s.describe()} overlaps the one before")
+            if s.last >= len(graph.operators) or s.first < 0:
+                raise ScheduleError(f"stage {s.describe()}: the model has "
+                                    f"{len(graph.operators)} operators")
+            try:
+                chain(graph, s.first, s.last)
+            except ValueError as e:
+                raise ScheduleError(f"stage {s.describe()}: {e}") from None
+            y = graph.tensors[graph.operators[s.last].outputs[0]].shape
+            if not (1 <= s.grid[0] <= y[1] and 1 <= s.grid[1] <= y[2]):
+                raise ScheduleError(f"stage {s.describe()}: its output has {y[1]}x{y[2]} "
+                                    "pixels")
+            end = s.last
+
+
+_STAGE = re.compile(r"^(\d+)-(\d+):(\d+)x(\d+)$")
+
+
+def parse_schedule(text: str) -> Schedule:
+    """``layers`` (layer by layer) or stages ``FIRST-LAST:ROWSxCOLS`` joined by commas."""
+    text = text.strip()
+    if text in ("layers", ""):
+        return Schedule()
+    stages = []
+    for part in text.split(","):
+        m = _STAGE.match(part.strip())
+        if not m:
+            raise ScheduleError(f"schedule stage {part.strip()!r} is not FIRST-LAST:ROWSxCOLS "
+                                "(e.g. 0-7:2x2)")
+        a, b, r, c = (int(g) for g in m.groups())
+        if b < a:
+            raise ScheduleError(f"schedule stage {part.strip()!r}: LAST is before FIRST")
+        stages.append(Stage(a, b, (r, c)))
+    return Schedule(tuple(stages))
+
+
+def _variant_tag(part: PatchLayer) -> str:
+    ih, iw, oh, ow, top, left = part.key
+    return f"p{oh}x{ow}i{ih}x{iw}t{top}l{left}"
+
+
+@dataclass
+class StageCode:
+    """A lowered stage: its distinct patch layers and, per patch, which one runs each layer."""
+
+    stage: Stage
+    plan: PatchPlan
+    patches: list[list[PatchLayer]]
+    variants: list[Layer] = field(default_factory=list)
+    graphs: list[Graph] = field(default_factory=list)
+    """Each variant's one-operator graph (its tensors cut to the patch)."""
+    which: list[list[int]] = field(default_factory=list)
+    """Per patch, per layer of the stage: the index into ``variants``."""
+
+    @property
+    def layers(self) -> range:
+        return self.stage.layers
+
+    def uses(self, k: int) -> int:
+        """How many patches run variant ``k``."""
+        return sum(row.count(k) for row in self.which)
+
+    def tensor_bytes(self, graph: Graph, t: int, rows: Any, cols: Any) -> int:
+        x = graph.tensors[t]
+        return rows.size * cols.size * x.shape[3] * np.dtype(x.dtype).itemsize
+
+    def out_bytes(self, graph: Graph, index: int) -> int:
+        """The largest output patch of layer ``index`` (its buffer)."""
+        pos = index - self.stage.first
+        t = graph.operators[index].outputs[0]
+        return max(self.tensor_bytes(graph, t, p[pos].span.out_rows, p[pos].span.out_cols)
+                   for p in self.patches)
+
+    def scratch(self, index: int) -> int:
+        """The largest scratch of layer ``index``'s variants."""
+        pos = index - self.stage.first
+        return max((self.variants[row[pos]].kernel.scratch_bytes for row in self.which),
+                   default=0)
+
+    def full_width_in(self, graph: Graph, k: int) -> bool:
+        """Whether patch ``k`` reads whole rows of the stage input (no copy needed)."""
+        x = graph.tensors[graph.operators[self.stage.first].inputs[0]]
+        return self.patches[k][0].span.in_cols.size == x.shape[2]
+
+    def full_width_out(self, graph: Graph, k: int) -> bool:
+        y = graph.tensors[graph.operators[self.stage.last].outputs[0]]
+        return self.patches[k][-1].span.out_cols.size == y.shape[2]
+
+    def copy_in_bytes(self, graph: Graph) -> int:
+        """The buffer the input of patches that read part of a row is gathered into."""
+        t = graph.operators[self.stage.first].inputs[0]
+        return max((self.tensor_bytes(graph, t, p[0].span.in_rows, p[0].span.in_cols)
+                    for k, p in enumerate(self.patches) if not self.full_width_in(graph, k)),
+                   default=0)
+
+    def copy_out_bytes(self, graph: Graph) -> int:
+        t = graph.operators[self.stage.last].outputs[0]
+        return max((self.tensor_bytes(graph, t, p[-1].span.out_rows, p[-1].span.out_cols)
+                    for k, p in enumerate(self.patches) if not self.full_width_out(graph, k)),
+                   default=0)
+
+
+def lower_stage(graph: Graph, kernels: Sequence[Kernel], stage: Stage,
+                lower: Callable[[Graph, Kernel | None], Layer], rounding: str) -> StageCode:
+    """Lower each distinct patch layer of ``stage`` with ``lower(sub_graph, None)``: the
+    lowerings of whole layers, on the patch's shapes and explicit padding."""
+    from qlane.sim.ops.base import KERNELS
+
+    code = StageCode(stage, plan_patches(graph, kernels, stage),
+                     stage_patches(graph, kernels, stage))
+    seen: dict[tuple[int, tuple[int, ...]], int] = {}
+    for patch in code.patches:
+        row = []
+        for part in patch:
+            key = (part.span.index, part.key)
+            if key not in seen:
+                g = sub_graph(graph, part.span.index, part)
+                op = g.operators[0]
+                layer = lower(g, KERNELS[op.opcode](op, g, rounding))  # type: ignore[arg-type]
+                spec = replace(layer.spec, variant=layer.spec.variant + _variant_tag(part))
+                layer.spec = spec
+                seen[key] = len(code.variants)
+                code.variants.append(layer)
+                code.graphs.append(g)
+            row.append(seen[key])
+        code.which.append(row)
+    return code
+
+
+def buffers(graph: Graph, layers: Sequence[Layer], stages: Sequence[StageCode] = ()
+            ) -> list[Buffer]:
+    """What the arena holds and when (steps are operator indices): intermediate tensors and
+    scratch; in a stage, the patch buffers instead of the stage's inner tensors, its input kept
+    until the last patch has read it and its output live from the first patch on."""
+    ops = graph.operators
+    io = set(graph.inputs) | set(graph.outputs)
+    staged = {i: sc for sc in stages for i in sc.layers}
+    hidden = {ops[i].outputs[0] for sc in stages for i in sc.layers if i != sc.stage.last}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for step, layer in enumerate(layers):
+        for t in layer.outputs:
+            first.setdefault(t, step)
+            last[t] = max(last.get(t, step), step)
+        for t in layer.inputs:
+            last[t] = step
+    for sc in stages:
+        x, y = ops[sc.stage.first].inputs[0], ops[sc.stage.last].outputs[0]
+        last[x] = max(last.get(x, sc.stage.last), sc.stage.last)
+        first[y] = min(first.get(y, sc.stage.first), sc.stage.first)
+        last[y] = max(last.get(y, sc.stage.last), sc.stage.last)
+    bufs = [Buffer(f"t{t}", graph.tensors[t].nbytes, first[t], last[t])
+            for t in sorted(first) if t not in io and t not in hidden]
+    for step, layer in enumerate(layers):
+        sc = staged.get(layer.index)
+        size = layer.kernel.scratch_bytes if sc is None else sc.scratch(layer.index)
+        if size:
+            bufs.append(Buffer(f"s{layer.index}", size, step, step))
+    for sc in stages:
+        s = sc.stage
+        bufs += [Buffer(f"p{i}", sc.out_bytes(graph, i), i, i + 1) for i in range(s.first, s.last)]
+        if sc.copy_in_bytes(graph):
+            bufs.append(Buffer(f"c{s.first}", sc.copy_in_bytes(graph), s.first, s.first))
+        if sc.copy_out_bytes(graph):
+            bufs.append(Buffer(f"d{s.last}", sc.copy_out_bytes(graph), s.last, s.last))
+    return bufs
+
+
+def live_bytes(bufs: Sequence[Buffer], steps: int) -> list[int]:
+    """Bytes live at each step (the arena can be no smaller than the largest)."""
+    live = [0] * steps
+    for b in bufs:
+        for s in range(b.first, min(b.last, steps - 1) + 1):
+            live[s] += b.size
+    return live
