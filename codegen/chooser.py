@@ -28,7 +28,8 @@ from .patches import (
     sub_graph,
 )
 from .placement import deployment
-from .schedule import Schedule, buffers, live_bytes
+from .planner import Buffer
+from .schedule import Schedule, buffers, in_place_offsets, live_bytes
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def candidates(low: Lowered, budget: int, costs: _Costs | None = None) -> list[C
     might fit to the fewest that fit by the estimate."""
     graph, layers = low.graph, low.layers
     ops = graph.operators
-    base = buffers(graph, layers)
+    base = _base(low)
     live = live_bytes(base, len(ops))
     io = set(graph.inputs) | set(graph.outputs)
     costs = costs or _Costs(low)
@@ -230,21 +231,26 @@ def choose(low: Lowered, memory_budget: int | None = None) -> tuple[Schedule, st
 
     given = memory_budget is not None
     budget = memory_budget if given else default_budget(low.target, low.graph)
-    _, _, plan = low.plan(Schedule())
+    _, _, plan, _ = low.plan(Schedule())
     if budget is None:
         return Schedule(), "layer by layer: the target's RAM is not described", None
     what = "the memory budget" if given else f"the RAM of {low.target.name}"
     if plan.arena_bytes <= budget:
         return Schedule(), (f"layer by layer: its arena ({plan.arena_bytes} B) fits {what} "
                             f"({budget} B)"), budget
+    inplace = Schedule(in_place=True)
+    _, _, plan, _ = low.plan(inplace)
+    if plan.arena_bytes <= budget:
+        return inplace, (f"{inplace.describe()}: its arena ({plan.arena_bytes} B) fits {what} "
+                         f"({budget} B)"), budget
     costs = _Costs(low)
     n = len(low.graph.operators)
     cands = candidates(low, budget, costs)
-    live = live_bytes(buffers(low.graph, low.layers), n)
+    live = live_bytes(_base(low), n)
     hot = {i for i in range(n) if live[i] > budget}
     schedule = pick(low, budget, cands, hot)
     if schedule is not None:
-        _, _, plan = low.plan(schedule)
+        _, _, plan, _ = low.plan(schedule)
         return schedule, (f"{schedule.describe()}: the fastest schedule whose arena "
                           f"({plan.arena_bytes} B) fits {what} ({budget} B)"), budget
     smallest, arena = smallest_schedule(low)
@@ -255,12 +261,17 @@ def choose(low: Lowered, memory_budget: int | None = None) -> tuple[Schedule, st
     return Schedule(), f"layer by layer: {msg}", budget
 
 
+def _base(low: Lowered) -> list[Buffer]:
+    """The arena's buffers layer by layer, depthwise layers in place."""
+    return buffers(low.graph, low.layers, (), in_place_offsets(low.graph, low.layers))
+
+
 def _stage_fits(low: Lowered, stage: Stage, budget: int) -> bool:
     """Whether the arena's live bytes stay within ``budget`` at every step of ``stage`` (the
     stage lowered, its real scratch and buffers)."""
     sc = low.stage(stage)
-    live = live_bytes(buffers(low.graph, low.layers, [sc]), len(low.graph.operators))
-    return max(live[stage.first:stage.last + 1]) <= budget
+    bufs = buffers(low.graph, low.layers, [sc], in_place_offsets(low.graph, low.layers, [sc]))
+    return max(live_bytes(bufs, len(low.graph.operators))[stage.first:stage.last + 1]) <= budget
 
 
 def pick(low: Lowered, budget: int, cands: list[Candidate], hot: set[int]
@@ -269,6 +280,7 @@ def pick(low: Lowered, budget: int, cands: list[Candidate], hot: set[int]
     planned arena does; None if there is none."""
     n = len(low.graph.operators)
     fits: dict[Stage, bool] = {}
+    need = {c.stage: c.bytes for c in cands}
     for _ in range(64):
         stages = _best(n, hot, [c for c in cands if fits.get(c.stage, True)])
         if stages is None:
@@ -276,10 +288,15 @@ def pick(low: Lowered, budget: int, cands: list[Candidate], hot: set[int]
         for st in stages:
             if st not in fits:
                 fits[st] = _stage_fits(low, st, budget)
+                if not fits[st]:  # the chain's grids that need as much do not fit either
+                    for c in cands:
+                        if (c.stage.first, c.stage.last) == (st.first, st.last) and \
+                                c.bytes >= need[st]:
+                            fits.setdefault(c.stage, False)
         if not all(fits[st] for st in stages):
             continue
-        schedule = Schedule(stages)
-        _, _, plan = low.plan(schedule)
+        schedule = Schedule(stages, in_place=True)
+        _, _, plan, _ = low.plan(schedule)
         if plan.arena_bytes <= budget:
             return schedule
         for st in stages:  # live bytes fit but the planner's packing does not
@@ -291,19 +308,20 @@ def smallest_schedule(low: Lowered, costs: _Costs | None = None) -> tuple[Schedu
     """The schedule with the smallest arena the chooser finds (a bisection on the budget), and
     that arena."""
     costs = costs or _Costs(low)
-    _, _, plan = low.plan(Schedule())
-    best, arena = Schedule(), plan.arena_bytes
+    best = Schedule(in_place=True)
+    _, _, plan, _ = low.plan(best)
+    arena = plan.arena_bytes
     lo, hi = 0, arena - 1
+    n = len(low.graph.operators)
+    live = live_bytes(_base(low), n)
     while lo <= hi:
         mid = (lo + hi) // 2
-        n = len(low.graph.operators)
-        live = live_bytes(buffers(low.graph, low.layers), n)
         hot = {i for i in range(n) if live[i] > mid}
         schedule = pick(low, mid, candidates(low, mid, costs), hot)
         if schedule is None:
             lo = mid + 1
             continue
-        _, _, p = low.plan(schedule)
+        _, _, p, _ = low.plan(schedule)
         if p.arena_bytes < arena:
             best, arena = schedule, p.arena_bytes
         hi = min(mid, p.arena_bytes) - 1

@@ -26,8 +26,15 @@ from .isa import ISAS
 from .lowering import C_TYPES, Context, Layer, lower_layer
 from .names import c_comment, c_identifier, prefix_problem
 from .placement import STACK_BYTES, deployment
-from .planner import Plan, plan_arena
-from .schedule import Schedule, ScheduleError, StageCode, buffers, lower_stage
+from .planner import Buffer, Plan, plan_arena
+from .schedule import (
+    Schedule,
+    ScheduleError,
+    StageCode,
+    buffers,
+    in_place_offsets,
+    lower_stage,
+)
 from .targets import Region, Target
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -207,6 +214,9 @@ class Project:
     """Why this schedule (the chooser's reason), for the manifest and `estimate`."""
     memory_budget: int | None = None
     """The arena budget the schedule was chosen for (None: none)."""
+    in_place: dict[int, int] = field(default_factory=dict)
+    """Depthwise layers that write over their input: layer index -> the input's distance after
+    the output, bytes."""
 
     @property
     def patch_layers(self) -> list[tuple[int, Layer, Graph, StageCode]]:
@@ -221,26 +231,35 @@ class Project:
 
 
 def _grow_scratch(graph: Graph, layers: list[Layer], lower: Callable[[int, int], Layer],
-                  stages: Sequence[StageCode] = ()) -> tuple[list[Layer], Plan]:
-    """The layers and their arena plan, each layer whose kernel runs faster with more scratch
-    lowered again with the arena's slack at its step, kept where the arena does not grow
-    (layers of patch stages keep theirs: they run as patches)."""
+                  stages: Sequence[StageCode] = (), in_place: bool = False
+                  ) -> tuple[list[Layer], Plan, dict[int, int]]:
+    """The layers, their arena plan and in-place offsets (`in_place_offsets`, if ``in_place``),
+    each layer whose kernel runs faster with more scratch lowered again with the arena's slack
+    at its step, kept where the arena does not grow (layers of patch stages keep theirs: they
+    run as patches)."""
     layers = list(layers)
     staged = {i for sc in stages for i in sc.layers}
-    plan = plan_arena(buffers(graph, layers, stages), ARENA_ALIGN)
+
+    def bufs(ls: list[Layer]) -> tuple[list[Buffer], dict[int, int]]:
+        alias = in_place_offsets(graph, ls, stages) if in_place else {}
+        return buffers(graph, ls, stages, alias), alias
+
+    current, alias = bufs(layers)
+    plan = plan_arena(current, ARENA_ALIGN)
     for step, layer in enumerate(layers):
         if not layer.kernel.scratch_grows or layer.index in staged:
             continue
-        live = sum(b.size for b in buffers(graph, layers, stages)
+        live = sum(b.size for b in current
                    if b.first <= step <= b.last and b.key != f"s{layer.index}")
         budget = plan.arena_bytes - live
         if budget <= layer.kernel.scratch_bytes:
             continue
         trial = [*layers[:step], lower(step, budget), *layers[step + 1:]]
-        trial_plan = plan_arena(buffers(graph, trial, stages), ARENA_ALIGN)
+        trial_bufs, trial_alias = bufs(trial)
+        trial_plan = plan_arena(trial_bufs, ARENA_ALIGN)
         if trial_plan.arena_bytes <= plan.arena_bytes:
-            layers, plan = trial, trial_plan
-    return layers, plan
+            layers, plan, current, alias = trial, trial_plan, trial_bufs, trial_alias
+    return layers, plan, alias
 
 
 BOARD_FILES = ("board.c", "startup.c", "qlane_rt.c")
@@ -356,10 +375,14 @@ class Lowered:
                 lambda g, sim: self._lower(g.operators[0], g, sim), self.rounding)
         return self._stages[stage]
 
-    def plan(self, schedule: Schedule) -> tuple[list[Layer], list[StageCode], Plan]:
+    def plan(self, schedule: Schedule
+             ) -> tuple[list[Layer], list[StageCode], Plan, dict[int, int]]:
+        """The layers (scratch grown), the stages, the arena plan and the in-place layers'
+        offsets under ``schedule``."""
         stages = [self.stage(s) for s in schedule.stages]
-        layers, plan = _grow_scratch(self.graph, self.layers, self.lower, stages)
-        return layers, stages, plan
+        layers, plan, alias = _grow_scratch(self.graph, self.layers, self.lower, stages,
+                                            schedule.in_place)
+        return layers, stages, plan, alias
 
 
 def lower_model(graph: Graph, target: Target, name: str | None = None,
@@ -461,16 +484,17 @@ def generate(graph: Graph, target: Target, name: str | None = None,
     low = lowered or lower_model(graph, target, name, rounding)
     prefix = low.prefix
     interp = low.interp
-    note, budget = "given", memory_budget
+    note, budget = "", memory_budget
     if schedule is None:
         schedule, note, budget = choose(low, memory_budget)
     try:
         schedule.check(graph)
     except ScheduleError as e:
         raise GenerateError(str(e)) from None
-    layers, stages, plan = low.plan(schedule)
+    layers, stages, plan, alias = low.plan(schedule)
+    note = note or f"{schedule.describe()}: given"
     project = Project(prefix, target, rounding, layers, plan, schedule, stages,
-                      schedule_note=note, memory_budget=budget)
+                      schedule_note=note, memory_budget=budget, in_place=alias)
     env = _env()
     headers = header_files(target.preferred_isa)
 
@@ -602,6 +626,8 @@ def generate(graph: Graph, target: Target, name: str | None = None,
             "describe": schedule.describe(),
             "why": c_comment(note, 300),
             "memory_budget": budget,
+            "in_place": [{"layer": i, "input_after_output_bytes": d}
+                         for i, d in sorted(alias.items())],
             "stages": [
                 {
                     "first": sc.stage.first, "last": sc.stage.last,

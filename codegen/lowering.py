@@ -69,6 +69,10 @@ class LayerCode:
     work: float = 1.0
     """The share of the layer's MACs the kernel computes (channels of one output value are
     written, not computed)."""
+    rows_per_pass: int = 0
+    """A depthwise kernel that may run in place: output rows it writes in one pass, in any order
+    within the pass, before reading the input rows the next pass needs (passes run top to
+    bottom; channels keep their byte offset). 0: not known to, never run in place."""
 
 
 @dataclass

@@ -15,16 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from qlane.errors import QlaneError
 from qlane.sim.graph import Graph
 from qlane.sim.ops.base import Kernel
+from qlane.sim.ops.conv import Window
 
 from .lowering import Layer
 from .patches import PatchLayer, PatchPlan, Stage, chain, plan_patches, stage_patches, sub_graph
 from .planner import Buffer
 
 
-class ScheduleError(ValueError):
-    """A schedule that does not apply to the model."""
+class ScheduleError(QlaneError, ValueError):
+    """A schedule that does not apply to the model, or a schedule text that does not parse."""
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,18 @@ class Schedule:
     """Patch stages (in layer order, disjoint); every other layer runs whole, in order."""
 
     stages: tuple[Stage, ...] = ()
+    in_place: bool = False
+    """Depthwise layers outside the stages write their output over their input where they can
+    (`in_place_offsets`)."""
 
     def describe(self) -> str:
-        return "; ".join(s.describe() for s in self.stages) or "layer by layer"
+        text = "; ".join(s.describe() for s in self.stages) or "layer by layer"
+        return text + ("; depthwise in place" if self.in_place else "")
 
     def spec(self) -> str:
         """The ``--schedule`` text that gives this schedule back (`parse_schedule`)."""
-        return ",".join(f"{s.first}-{s.last}:{s.grid[0]}x{s.grid[1]}" for s in self.stages) \
-            or "layers"
+        parts = [f"{s.first}-{s.last}:{s.grid[0]}x{s.grid[1]}" for s in self.stages]
+        return ",".join([*parts, *(["inplace"] if self.in_place else [])]) or "layers"
 
     def check(self, graph: Graph) -> None:
         """ScheduleError unless every stage is a chain of the graph and they do not overlap."""
@@ -65,12 +71,16 @@ _STAGE = re.compile(r"^(\d+)-(\d+):(\d+)x(\d+)$")
 
 
 def parse_schedule(text: str) -> Schedule:
-    """``layers`` (layer by layer) or stages ``FIRST-LAST:ROWSxCOLS`` joined by commas."""
+    """``layers`` (layer by layer) or stages ``FIRST-LAST:ROWSxCOLS`` and ``inplace`` (depthwise
+    layers in place), joined by commas."""
     text = text.strip()
     if text in ("layers", ""):
         return Schedule()
-    stages = []
+    stages, in_place = [], False
     for part in text.split(","):
+        if part.strip() == "inplace":
+            in_place = True
+            continue
         m = _STAGE.match(part.strip())
         if not m:
             raise ScheduleError(f"schedule stage {part.strip()!r} is not FIRST-LAST:ROWSxCOLS "
@@ -79,7 +89,7 @@ def parse_schedule(text: str) -> Schedule:
         if b < a:
             raise ScheduleError(f"schedule stage {part.strip()!r}: LAST is before FIRST")
         stages.append(Stage(a, b, (r, c)))
-    return Schedule(tuple(stages))
+    return Schedule(tuple(stages), in_place)
 
 
 def _variant_tag(part: PatchLayer) -> str:
@@ -175,11 +185,79 @@ def lower_stage(graph: Graph, kernels: Sequence[Kernel], stage: Stage,
     return code
 
 
-def buffers(graph: Graph, layers: Sequence[Layer], stages: Sequence[StageCode] = ()
-            ) -> list[Buffer]:
+def _lcm(a: int, b: int) -> int:
+    from math import gcd
+
+    return a * b // gcd(a, b)
+
+
+def in_place_offset(graph: Graph, layer: Layer, align: int = 16) -> int | None:
+    """How far (bytes) a depthwise layer's input must sit after its output for the kernel to
+    write the output over it, or None if it cannot run in place or would save nothing.
+
+    The kernel writes `LayerCode.rows_per_pass` output rows per pass and may read any input
+    row of a pass after writing the pass's outputs; so a pass's last output pixel must lie
+    before the first input pixel the pass reads (pixels, as channels keep their offset)."""
+    rows = layer.kernel.rows_per_pass
+    op = graph.operators[layer.index]
+    if not rows or op.opcode != "DEPTHWISE_CONV_2D" or len(layer.inputs) != 1:
+        return None
+    x, y = graph.tensors[layer.inputs[0]], graph.tensors[layer.outputs[0]]
+    if x.shape[0] != 1 or x.shape[3] != y.shape[3] or x.dtype != y.dtype:
+        return None
+    win = _dw_window(graph, layer.index)
+    _, h, w, c = x.shape
+    ow, oh = y.shape[2], y.shape[1]
+    lag = max((min(t + rows, oh) * ow - max(0, t * win.sh - win.top) * w)
+              for t in range(0, oh, rows))
+    px = c * np.dtype(x.dtype).itemsize
+    step = _lcm(px, align)
+    d = -(-max(lag, 0) * px // step) * step
+    return d if d < y.nbytes else None
+
+
+def _dw_window(graph: Graph, index: int) -> Window:
+    op = graph.operators[index]
+    o = op.options
+    x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
+    return Window.make(o.get("padding", "SAME"), (x.shape[1], x.shape[2]),
+                       (w.shape[1], w.shape[2]), (o.get("stride_h", 1), o.get("stride_w", 1)),
+                       (o.get("dilation_h", 1), o.get("dilation_w", 1)))
+
+
+def in_place_offsets(graph: Graph, layers: Sequence[Layer],
+                     stages: Sequence[StageCode] = ()) -> dict[int, int]:
+    """Per depthwise layer that runs in place (outside the stages; its input an intermediate
+    tensor read by it alone, not itself written in place), `in_place_offset`."""
+    ops = graph.operators
+    io = set(graph.inputs) | set(graph.outputs)
+    staged = {i for sc in stages for i in sc.layers}
+    readers: dict[int, int] = {}
+    for op in ops:
+        for t in op.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    out: dict[int, int] = {}
+    written: set[int] = set()
+    for layer in layers:
+        if layer.index in staged or len(layer.outputs) != 1 or len(layer.inputs) != 1:
+            continue
+        x, y = layer.inputs[0], layer.outputs[0]
+        if x in io or y in io or x in written or readers.get(x) != 1:
+            continue
+        d = in_place_offset(graph, layer)
+        if d is not None:
+            out[layer.index] = d
+            written.add(y)
+    return out
+
+
+def buffers(graph: Graph, layers: Sequence[Layer], stages: Sequence[StageCode] = (),
+            in_place: dict[int, int] | None = None) -> list[Buffer]:
     """What the arena holds and when (steps are operator indices): intermediate tensors and
     scratch; in a stage, the patch buffers instead of the stage's inner tensors, its input kept
-    until the last patch has read it and its output live from the first patch on."""
+    until the last patch has read it and its output live from the first patch on. A layer in
+    ``in_place`` (`in_place_offsets`) has its input anchored that many bytes after its
+    output."""
     ops = graph.operators
     io = set(graph.inputs) | set(graph.outputs)
     staged = {i: sc for sc in stages for i in sc.layers}
@@ -197,7 +275,8 @@ def buffers(graph: Graph, layers: Sequence[Layer], stages: Sequence[StageCode] =
         last[x] = max(last.get(x, sc.stage.last), sc.stage.last)
         first[y] = min(first.get(y, sc.stage.first), sc.stage.first)
         last[y] = max(last.get(y, sc.stage.last), sc.stage.last)
-    bufs = [Buffer(f"t{t}", graph.tensors[t].nbytes, first[t], last[t])
+    anchor = {ops[i].inputs[0]: (f"t{ops[i].outputs[0]}", d) for i, d in (in_place or {}).items()}
+    bufs = [Buffer(f"t{t}", graph.tensors[t].nbytes, first[t], last[t], *anchor.get(t, ("", 0)))
             for t in sorted(first) if t not in io and t not in hidden]
     for step, layer in enumerate(layers):
         sc = staged.get(layer.index)
@@ -215,9 +294,15 @@ def buffers(graph: Graph, layers: Sequence[Layer], stages: Sequence[StageCode] =
 
 
 def live_bytes(bufs: Sequence[Buffer], steps: int) -> list[int]:
-    """Bytes live at each step (the arena can be no smaller than the largest)."""
+    """Bytes live at each step (the arena can be no smaller than the largest); an anchored
+    buffer and its anchor, live together, count their union."""
     live = [0] * steps
+    by_key = {b.key: b for b in bufs}
     for b in bufs:
         for s in range(b.first, min(b.last, steps - 1) + 1):
-            live[s] += b.size
+            a = by_key.get(b.anchor) if b.anchor else None
+            if a is not None and a.first <= s <= a.last:
+                live[s] += max(b.delta + b.size, a.size) - a.size
+            else:
+                live[s] += b.size
     return live

@@ -149,17 +149,19 @@ class _HostRunner:
 def verify(graph: Graph, target: Target, inputs: Sequence[np.ndarray],
            rounding: str = "double", name: str | None = None,
            build_root: str | Path | None = None, progress: Progress | None = None, *,
-           on_layer: Callable[[LayerResult], None] | None = None) -> Report:
+           on_layer: Callable[[LayerResult], None] | None = None,
+           project: Project | None = None) -> Report:
     """Generate, compile on the host, and compare each layer and the model with the simulator.
 
     ``inputs[k]`` has shape ``[S, *input_shape]``. Each layer is fed the simulator's own input
     tensors, so a wrong layer is reported alone rather than polluting every later one.
     ``progress`` gets the stages "compile" (0 of 1, then 1 of 1) and "compare" (see `compare`);
-    ``on_layer`` each layer's result as soon as it is compared.
+    ``on_layer`` each layer's result as soon as it is compared. ``project`` verifies a given
+    generated project (a chosen schedule) instead of generating one.
     """
     if progress:
         progress("compile", 0, 1)
-    project = generate(graph, target, name=name, rounding=rounding)
+    project = project or generate(graph, target, name=name, rounding=rounding)
     build = HostBuild(project, build_root)
     if progress:
         progress("compile", 1, 1)

@@ -21,6 +21,7 @@ import numpy as np
 from qlane.codegen import emit
 from qlane.codegen import targets as _targets
 from qlane.codegen.emit import Project
+from qlane.codegen.schedule import Schedule, ScheduleError, parse_schedule
 from qlane.codegen.targets import Target, TargetError
 from qlane.errors import InputError, QlaneError
 from qlane.sim import Graph, Result, Rounding, load_tflite
@@ -374,9 +375,19 @@ def simulate(model: ModelLike, inputs: Sequence[np.ndarray], rounding: Rounding 
 # --- generate ----------------------------------------------------------------------------------
 
 @_one_line_errors
+def _schedule(schedule: Schedule | str | None, memory_budget: int | None) -> Schedule | None:
+    if schedule is not None and memory_budget is not None:
+        raise ScheduleError("give a schedule or a memory budget, not both")
+    if memory_budget is not None and memory_budget < 0:
+        raise ScheduleError(f"memory budget {memory_budget} is negative")
+    return parse_schedule(schedule) if isinstance(schedule, str) else schedule
+
+
+@_one_line_errors
 def generate(model: ModelLike, target: TargetLike, name: str | None = None,
              rounding: Rounding = "double", out: str | os.PathLike[str] | None = None,
-             sample: Sequence[np.ndarray] | str | os.PathLike[str] | None = None
+             sample: Sequence[np.ndarray] | str | os.PathLike[str] | None = None, *,
+             memory_budget: int | None = None, schedule: Schedule | str | None = None
              ) -> Project:
     """The C project of ``model`` for ``target``; also written to ``out`` if given.
 
@@ -385,6 +396,10 @@ def generate(model: ModelLike, target: TargetLike, name: str | None = None,
     deletes the stale files of a previous generation there (``Project.removed``).
     ``sample``: inputs for the examples (one array per model input, or an NPZ path whose first
     sample is taken); the project embeds it with the simulator's checksum of its outputs.
+    ``memory_budget``: the arena's bytes; the fastest schedule that fits is chosen (patch stages
+    where layer by layer does not fit; default budget: the chip's RAM less the board example's
+    reserve). ``schedule`` instead gives the schedule (`parse_schedule` text such as
+    ``"0-7:2x2"``, or ``"layers"``).
     """
     graph = load_model(model)
     source = ""
@@ -392,7 +407,9 @@ def generate(model: ModelLike, target: TargetLike, name: str | None = None,
         source = f"sample 0 of {Path(sample).name}"
         sample = [x[0] for x in read_inputs(sample, graph)]
     project = emit.generate(graph, load_target(target), name=name, rounding=rounding,
-                            sample=sample, sample_source=source)
+                            sample=sample, sample_source=source,
+                            schedule=_schedule(schedule, memory_budget),
+                            memory_budget=memory_budget)
     if out is not None:
         emit.write_project(project, out)
     return project
@@ -448,7 +465,8 @@ def verify(model: ModelLike, target: TargetLike,
            name: str | None = None, progress: Progress | None = None,
            on_layer: Callable[[str, LayerResult], None] | None = None,
            on_tier: Callable[[str, Report], None] | None = None,
-           cc: Literal["zig", "gcc"] = "zig") -> VerifyResult:
+           cc: Literal["zig", "gcc"] = "zig", memory_budget: int | None = None,
+           schedule: Schedule | str | None = None) -> VerifyResult:
     """Generate, compile on the host and compare every layer and the model with the simulator.
 
     ``inputs`` are arrays ``[N, *input_shape]`` or an NPZ path (see `read_inputs`); ``samples``
@@ -457,13 +475,15 @@ def verify(model: ModelLike, target: TargetLike,
     result) for each layer as soon as it is compared, in order, ``on_tier`` (tier label, report)
     when a tier is complete, before the next starts, and ``progress`` (see `Progress`) steps.
     ``cc`` compiles the instruction-set tier: ``zig`` (clang) or ``gcc`` (arm-none-eabi-gcc,
-    Cortex-M targets only).
+    Cortex-M targets only). ``memory_budget`` and ``schedule``: see `generate`; both tiers
+    verify the same generated project.
     """
     from qlane.codegen.cross import check_cc
     from qlane.codegen.verify import verify as host_verify
 
     graph = load_model(model)
     chip = load_target(target)
+    plan = _schedule(schedule, memory_budget)
     if isa and not chip.zig_target:
         raise TargetError(f"target {chip.name} has no instruction set to emulate; isa=True "
                           "needs a chip target")
@@ -483,6 +503,9 @@ def verify(model: ModelLike, target: TargetLike,
     if not arrays or not arrays[0].shape[0]:
         raise InputError("nothing to verify: give inputs or samples > 0")
 
+    project = emit.generate(graph, chip, name=name, rounding=rounding, schedule=plan,
+                            memory_budget=memory_budget)
+
     def tier(label: str, fn: Callable[..., Any]) -> Any:
         def stage(name: str, done: int, total: int) -> None:
             assert progress is not None
@@ -492,7 +515,7 @@ def verify(model: ModelLike, target: TargetLike,
             assert on_layer is not None
             on_layer(label, res)
 
-        report = fn(graph, chip, arrays, rounding=rounding, name=name,
+        report = fn(graph, chip, arrays, rounding=rounding, name=name, project=project,
                     progress=stage if progress else None, on_layer=layer if on_layer else None)
         if on_tier:
             on_tier(label, report)
@@ -513,7 +536,9 @@ def estimate(model: ModelLike, target: TargetLike,
              mode: Literal["emulated", "static"] = "emulated", rounding: Rounding = "double",
              name: str | None = None, *,
              on_layer: Callable[[LayerEstimate], None] | None = None,
-             progress: Progress | None = None, cc: Literal["zig", "gcc"] = "zig") -> Estimate:
+             progress: Progress | None = None, cc: Literal["zig", "gcc"] = "zig",
+             memory_budget: int | None = None, schedule: Schedule | str | None = None
+             ) -> Estimate:
     """Cycles, instructions, time and memory per layer of ``model`` on ``target``.
 
     ``emulated`` cross-compiles and runs every layer in the emulator, then costs the executed
@@ -521,15 +546,19 @@ def estimate(model: ModelLike, target: TargetLike,
     ``on_layer`` gets each layer's estimate as soon as it is costed, in order; ``progress``
     (see `Progress`) the emulated mode's "compile" and "emulate" steps. ``cc`` is the compiler
     of the emulated mode's build: ``zig`` (clang) or ``gcc`` (arm-none-eabi-gcc, Cortex-M only).
+    ``memory_budget`` and ``schedule``: see `generate`; the estimate reports each patch
+    stage's recompute overhead and the memory view (``Estimate.memory``).
     """
     from qlane.codegen.emulate import EmulationError
     from qlane.codegen.estimate import estimate as run_estimate
 
     graph = load_model(model)
     chip = load_target(target)
+    plan = _schedule(schedule, memory_budget)
     try:
         return run_estimate(graph, chip, mode=mode, rounding=rounding, name=name,
-                            on_layer=on_layer, progress=progress, cc=cc)
+                            on_layer=on_layer, progress=progress, cc=cc, schedule=plan,
+                            memory_budget=memory_budget)
     except QlaneError:
         raise
     except RuntimeError as e:  # a fault of the emulated code or of the host harness

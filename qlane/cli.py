@@ -166,6 +166,19 @@ def targets() -> None:
                    f"{sram:>9} {flash:>9}  {t.description}")
 
 
+def _schedule_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--memory-budget and --schedule."""
+    fn = click.option(
+        "--schedule", default=None, metavar="SPEC",
+        help="Run these layers as patch stages instead of choosing: FIRST-LAST:ROWSxCOLS, "
+             "comma-separated (e.g. 0-3:4x1,4-7:2x3), or 'layers' for layer by layer.")(fn)
+    return click.option(
+        "--memory-budget", type=click.IntRange(min=0), default=None, metavar="BYTES",
+        help="Arena bytes to fit: the fastest schedule that fits is chosen (patch stages when "
+             "layer by layer does not fit). Default: the chip's RAM less what the board "
+             "example reserves.")(fn)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "target_name", required=True, help="Chip, see `qlane targets`.")
@@ -176,14 +189,16 @@ def targets() -> None:
 @click.option("--rounding", type=click.Choice(ROUNDINGS), default="double", show_default=True)
 @click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False),
               help="NPZ whose first sample the examples run (with the simulator's checksum).")
+@_schedule_options
 def generate(model: str, target_name: str, outdir: str, name: str | None, rounding: str,
-             inputs_path: str | None) -> None:
+             inputs_path: str | None, memory_budget: int | None, schedule: str | None) -> None:
     """Generate C99 sources for MODEL on a target chip."""
     with _errors():
         graph = api.load_model(model)
         target = api.load_target(target_name)
         project = api.generate(graph, target, name=name, rounding=rounding, out=outdir,
-                               sample=inputs_path)
+                               sample=inputs_path, memory_budget=memory_budget,
+                               schedule=schedule)
     m = project.manifest
     isas: dict[str, int] = {}
     for layer in m["layers"]:
@@ -193,6 +208,12 @@ def generate(model: str, target_name: str, outdir: str, name: str | None, roundi
                f"{len(m['sources'])} sources")
     click.echo(f"arena {m['arena_bytes']:,} bytes (naive {m['arena_naive_bytes']:,}), "
                f"flash {m['flash_bytes']:,} bytes of constants")
+    sched = m["schedule"]
+    click.echo(f"schedule: {sched['why'] or sched['describe']}")
+    for st in sched["stages"]:
+        click.echo(f"  layers {st['first']}-{st['last']}: {st['patches']} patches, "
+                   f"{st['extra_macs']:,} MACs computed again "
+                   f"(+{100 * st['extra_macs'] / max(st['layer_macs'], 1):.1f}%)")
     builds = "make example" + (" | make board | make zig-board" if "board.c" in m["files"]
                                else "")
     click.echo(f"build: {builds} (see {Path(outdir) / 'Makefile'})")
@@ -357,8 +378,10 @@ class _VerifyTables:
                    "Cortex-M only).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@_schedule_options
 def verify(model: str, target_name: str, inputs_path: str | None, samples: int, seed: int,
-           rounding: str, on_isa: bool, cc: str | None, as_json: bool, quiet: bool) -> None:
+           rounding: str, on_isa: bool, cc: str | None, as_json: bool, quiet: bool,
+           memory_budget: int | None, schedule: str | None) -> None:
     """Generate C for MODEL, compile it, and compare every layer with the simulator.
 
     The host tier compiles on this machine (NEON through SIMDe, DSP intrinsics through portable
@@ -380,6 +403,7 @@ def verify(model: str, target_name: str, inputs_path: str | None, samples: int, 
         tables = None if as_json else _VerifyTables(graph, target.name, rounding, n, bars.echo)
         result = api.verify(graph, target, arrays, samples=samples, seed=seed,
                             rounding=rounding, isa=on_isa, progress=bars, cc=cc or "zig",
+                            memory_budget=memory_budget, schedule=schedule,
                             on_layer=tables.layer if tables else None,
                             on_tier=tables.done if tables else None)
     if as_json:
@@ -449,6 +473,12 @@ def _print_estimate_totals(est: Any) -> None:
     cpm = f"{t['cycles_per_mac']:.3f} cycles/MAC" if t["cycles_per_mac"] else "no MACs"
     click.echo(f"total: {t['macs']:,} MACs, {t['instructions']:,} instructions, "
                f"{t['cycles']:,.0f} cycles ({cpm}), {t['seconds'] * 1e3:.3f} ms")
+    mem = est.memory
+    if mem is not None and mem.bound:
+        budget = f", budget {mem.budget:,}" if mem.budget is not None else ""
+        click.echo(f"memory: arena {mem.arena:,} bytes, {mem.arena / mem.bound:.2f}x the "
+                   f"layer-by-layer bound {mem.bound:,} (layer by layer: {mem.arena_layers:,}"
+                   f"{budget}); schedule: {mem.schedule}")
     if est.ram is None:
         fit = _fit_text(est.arena_bytes, est.sram_capacity, est.arena_fits, "SRAM")
         click.echo(f"arena: {fit}")
@@ -476,8 +506,10 @@ def _print_estimate_totals(est: Any) -> None:
 @click.option("--report", "report_dir", type=click.Path(), default=None,
               help="Directory for a per-layer plot (PNG) and an HTML table.")
 @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@_schedule_options
 def estimate(model: str, target_name: str, mode: str, rounding: str, cc: str, as_json: bool,
-             report_dir: str | None, quiet: bool) -> None:
+             report_dir: str | None, quiet: bool, memory_budget: int | None,
+             schedule: str | None) -> None:
     """Cycles, time and memory per layer of MODEL on a target chip."""
     with _errors(), _progress(quiet) as bars:
         graph = api.load_model(model)
@@ -487,7 +519,8 @@ def estimate(model: str, target_name: str, mode: str, rounding: str, cc: str, as
         table = None if as_json else _EstimateTable(graph, target, mode, bars.echo)
         try:
             est = api.estimate(graph, target, mode=mode, rounding=rounding, cc=cc, progress=bars,
-                               on_layer=table.layer if table else None)
+                               on_layer=table.layer if table else None,
+                               memory_budget=memory_budget, schedule=schedule)
         except (qlane.EmulationError, qlane.BuildError) as e:
             raise UserError(f"emulation failed: {e}") from None
         written = list(api.write_report(est, report_dir)) if report_dir is not None else []

@@ -339,7 +339,7 @@ def memory_view(project: Any, graph: Graph) -> MemoryView:
 
     n = len(graph.operators)
     ops = graph.operators
-    live = live_bytes(buffers(graph, project.layers, project.stages), n)
+    live = live_bytes(buffers(graph, project.layers, project.stages, project.in_place), n)
     lbl_bufs = buffers(graph, project.layers)
     lbl = live_bytes(lbl_bufs, n)
     io = set(graph.inputs) | set(graph.outputs)

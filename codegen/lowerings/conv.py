@@ -229,7 +229,7 @@ def dwconv2d_c(ctx: Context) -> LayerCode:
     variant = (window_tag(kh, kw, sim.win.sh, sim.win.sw, sim.win.dh, sim.win.dw)
                + (f"m{sim.mult}" if sim.mult > 1 else ""))
     return LayerCode(template="c/dwconv2d.c.j2", op="dwconv2d", variant=variant, tile=f"1x{tc}",
-                  params=params, consts=consts)
+                  params=params, consts=consts, rows_per_pass=1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1068,7 +1068,8 @@ def _dw_rows(ctx: Context, sim: DepthwiseConv2D) -> LayerCode | None:
     variant = window_tag(win.kh, kw, win.sh, sw, win.dh, win.dw)
     return LayerCode(template="dsp/dwconv_rows.c.j2", op="dwconv2d", variant=variant,
                      tile=f"{px}x1", params=params, consts=consts,
-                     scratch_bytes=2 * c * held * sp, scratch_grows=nb < win.oh)
+                     scratch_bytes=2 * c * held * sp, scratch_grows=nb < win.oh,
+                     rows_per_pass=nb)
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="dsp")
@@ -1121,4 +1122,4 @@ def depthwise_dsp(ctx: Context) -> LayerCode:
         tile = "1x4" if cin >= DW_GROUP else "1x1"
     return LayerCode(template="dsp/dwconv.c.j2", op="dwconv2d", variant=variant, tile=tile,
                   params=params, consts=consts,
-                  scratch_bytes=4 * params["ACC_OFS"] + 4 * n)
+                  scratch_bytes=4 * params["ACC_OFS"] + 4 * n, rows_per_pass=1)

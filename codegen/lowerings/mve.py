@@ -254,4 +254,4 @@ def depthwise_mve(ctx: Context) -> LayerCode:
     return LayerCode(template="mve/dwconv_px.c.j2", op="dwconv2d",
                      variant=window_tag(win.kh, win.kw, win.sh, win.sw, win.dh, win.dw),
                      tile=f"{rows}x4", params=params, consts=consts,
-                     scratch_bytes=n_rows * wp * c)
+                     scratch_bytes=n_rows * wp * c, rows_per_pass=rows)

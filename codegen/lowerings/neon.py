@@ -273,7 +273,7 @@ def _depthwise_rows(sim: DepthwiseConv2D, dt: np.dtype, req: Requantizer) -> Lay
     )
     return LayerCode(template="neon/dwconv2d_rows.c.j2", op="dwconv2d",
                   variant=_window_variant(win), tile=f"{n}x{lanes}", params=params,
-                  consts=consts, scratch_bytes=slots * wp * c * 2)
+                  consts=consts, scratch_bytes=slots * wp * c * 2, rows_per_pass=1)
 
 
 @lowering("DEPTHWISE_CONV_2D", isa="neon")
@@ -314,7 +314,7 @@ def depthwise_neon(ctx: Context) -> LayerCode:
     )
     lanes = 16 if c >= 16 else 8
     return LayerCode(template="neon/dwconv2d.c.j2", op="dwconv2d", variant=_window_variant(win),
-                  tile=f"1x{lanes}", params=params, consts=consts)
+                  tile=f"1x{lanes}", params=params, consts=consts, rows_per_pass=1)
 
 
 # --------------------------------------------------------------------------------------------
