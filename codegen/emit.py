@@ -588,7 +588,9 @@ def generate(graph: Graph, target: Target, name: str | None = None,
         **common, **extra, sources=sources)
     files["Makefile"] = env.get_template("Makefile.j2").render(**common, **extra,
                                                                 sources=sources)
-    flash = sum(layer.const_bytes for layer in layers)
+    flash = sum(layer.const_bytes for layer in layers) + sum(  # patch constants not shared
+        c.nbytes for _, layer, _, _ in project.patch_layers for c in layer.kernel.consts
+        if c.suffix not in shared.get(layer.symbol, {}))
     project.manifest = {
         "generator": f"qlane {__version__}",
         "model": c_comment(graph.name, 200),

@@ -75,6 +75,7 @@ TIERS: dict[str, str] = {
     "test_qemu": "isa",
     "test_qemu_machine": "isa",
     "test_patches": "fast",
+    "test_schedule": "hostc",
     "test_quant": "fast",
     "test_report": "fast",
     "test_requant": "fast",
@@ -85,6 +86,17 @@ TIERS: dict[str, str] = {
 }
 """Tier of each test module: the tier of most of its tests."""
 OVERRIDES: dict[str, dict[str, str]] = {
+    "test_schedule": {"test_random_chains_patch_by_patch_in_the_simulator": "fast",
+                      "test_schedule_text_round_trips_and_bad_text_is_named": "fast",
+                      "test_anchored_buffers_share_bytes_and_move_together": "fast",
+                      "test_in_place_offset_by_hand": "fast",
+                      "test_half_the_bound_within_fifteen_percent_more_cycles": "fast",
+                      "test_walking_the_budget_down_costs_more_cycles": "fast",
+                      "test_nothing_fits_names_the_smallest_arena": "fast",
+                      "test_default_budget_is_the_chips_ram": "fast",
+                      "test_manifest_and_estimate_record_the_schedule": "fast",
+                      "test_cli_memory_budget_and_schedule": "fast",
+                      "test_patch_functions_share_the_layer_constants": "fast"},
     "test_api": {"test_verify_host_tier_agrees_with_cli": "hostc",
                  "test_verify_on_the_instruction_set": "isa", "test_estimate_emulated": "isa"},
     "test_cli": {"test_estimate_and_verify_tables_fit_long_names_and_two_input_adds": "hostc"},
