@@ -354,10 +354,16 @@ class Lowered:
     interp: Interpreter
     layers: list[Layer]
     _stages: dict[object, StageCode] = field(default_factory=dict)
+    _lowered: dict[tuple[int, int], Layer] = field(default_factory=dict)
+    _plans: dict[Schedule, tuple[list[Layer], list[StageCode], Plan, dict[int, int]]] = \
+        field(default_factory=dict)
 
     def lower(self, step: int, budget: int = 0) -> Layer:
-        return self._lower(self.graph.operators[step], self.graph, self.interp.kernels[step],
-                           budget)
+        """Operator ``step`` lowered with ``budget`` bytes of scratch to spare (once)."""
+        if (step, budget) not in self._lowered:
+            self._lowered[step, budget] = self._lower(
+                self.graph.operators[step], self.graph, self.interp.kernels[step], budget)
+        return self._lowered[step, budget]
 
     def _lower(self, op: Any, graph: Graph, sim: Any, budget: int = 0) -> Layer:
         ctx = Context(op=op, graph=graph, sim=sim, target=self.target, rounding=self.rounding,
@@ -379,10 +385,13 @@ class Lowered:
              ) -> tuple[list[Layer], list[StageCode], Plan, dict[int, int]]:
         """The layers (scratch grown), the stages, the arena plan and the in-place layers'
         offsets under ``schedule``."""
-        stages = [self.stage(s) for s in schedule.stages]
-        layers, plan, alias = _grow_scratch(self.graph, self.layers, self.lower, stages,
-                                            schedule.in_place)
-        return layers, stages, plan, alias
+        if schedule not in self._plans:
+            stages = [self.stage(s) for s in schedule.stages]
+            layers, plan, alias = _grow_scratch(self.graph, self.layers, self.lower, stages,
+                                                schedule.in_place)
+            self._plans[schedule] = (layers, stages, plan, alias)
+        layers, stages, plan, alias = self._plans[schedule]
+        return list(layers), list(stages), plan, dict(alias)
 
 
 def lower_model(graph: Graph, target: Target, name: str | None = None,

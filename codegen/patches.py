@@ -150,7 +150,7 @@ class PatchLayer:
                 self.left)
 
 
-def _axis(graph: Graph, kernels: Sequence[Kernel], layers: Sequence[int], out: Span,
+def axis_spans(graph: Graph, kernels: Sequence[Kernel], layers: Sequence[int], out: Span,
           axis: int) -> list[tuple[Span, Span, int]]:
     """Per layer (first to last): output span, input span and padding before, along ``axis``
     (1: rows, 2: columns) for span ``out`` of the last layer's output."""
@@ -171,12 +171,12 @@ def _axis(graph: Graph, kernels: Sequence[Kernel], layers: Sequence[int], out: S
 
 def stage_axes(graph: Graph, kernels: Sequence[Kernel], stage: Stage
                ) -> tuple[list[list[tuple[Span, Span, int]]], list[list[tuple[Span, Span, int]]]]:
-    """Per patch row and per patch column of ``stage``: `_axis` of each layer (patch spans are
+    """Per patch row and per patch column of ``stage``: `axis_spans` of each layer (patch spans are
     separable: a patch's rows depend on its grid row only)."""
     layers = chain(graph, stage.first, stage.last)
     y = graph.tensors[graph.operators[stage.last].outputs[0]].shape
-    rows = [_axis(graph, kernels, layers, r, 1) for r in split(y[1], stage.grid[0])]
-    cols = [_axis(graph, kernels, layers, c, 2) for c in split(y[2], stage.grid[1])]
+    rows = [axis_spans(graph, kernels, layers, r, 1) for r in split(y[1], stage.grid[0])]
+    cols = [axis_spans(graph, kernels, layers, c, 2) for c in split(y[2], stage.grid[1])]
     return rows, cols
 
 
@@ -260,22 +260,37 @@ def _macs_per_output(graph: Graph, kernels: Sequence[Kernel], i: int) -> float:
     return type(kernels[i]).macs(op, graph) / (y[0] * y[1] * y[2])
 
 
-def plan_patches(graph: Graph, kernels: Sequence[Kernel], stage: Stage) -> PatchPlan:
-    """MACs and buffer bytes of ``stage``."""
+Axes = tuple[list[list[tuple[Span, Span, int]]], list[list[tuple[Span, Span, int]]]]
+
+
+def plan_patches(graph: Graph, kernels: Sequence[Kernel], stage: Stage,
+                 axes: Axes | None = None) -> PatchPlan:
+    """MACs and buffer bytes of ``stage`` (``axes``: its `stage_axes`, if known)."""
     ops, tensors = graph.operators, graph.tensors
-    rows, cols = stage_axes(graph, kernels, stage)
-    macs, buffers = 0.0, 0
+    rows, cols = axes or stage_axes(graph, kernels, stage)
+    macs = 0.0
+    for pos, i in enumerate(stage.layers):
+        area_out = sum(r[pos][0].size for r in rows) * sum(c[pos][0].size for c in cols)
+        macs += _macs_per_output(graph, kernels, i) * area_out
+    layer_macs = sum(type(kernels[i]).macs(ops[i], graph) for i in stage.layers)
+    x0, y1 = tensors[ops[stage.first].inputs[0]], tensors[ops[stage.last].outputs[0]]
+    return PatchPlan(stage, round(macs), int(layer_macs),
+                     buffer_bytes(graph, stage, (rows, cols)), x0.nbytes + y1.nbytes)
+
+
+def buffer_bytes(graph: Graph, stage: Stage, axes: Axes) -> int:
+    """The largest input + output patch buffers of one layer of ``stage`` (the stage's own
+    input and output not counted)."""
+    ops, tensors = graph.operators, graph.tensors
+    rows, cols = axes
+    out = 0
     for pos, i in enumerate(stage.layers):
         op = ops[i]
         rs = {(r[pos][0].size, r[pos][1].size) for r in rows}
         cs = {(c[pos][0].size, c[pos][1].size) for c in cols}
-        area_out = sum(r[pos][0].size for r in rows) * sum(c[pos][0].size for c in cols)
-        macs += _macs_per_output(graph, kernels, i) * area_out
         x, y = tensors[op.inputs[0]], tensors[op.outputs[0]]
-        px_in = 0 if pos == 0 else x.shape[3] * np.dtype(x.dtype).itemsize
-        px_out = 0 if i == stage.last else y.shape[3] * np.dtype(y.dtype).itemsize
-        buffers = max(buffers, max(ri * ci * px_in + ro * co * px_out
-                                   for ro, ri in rs for co, ci in cs))
-    layer_macs = sum(type(kernels[i]).macs(ops[i], graph) for i in stage.layers)
-    x0, y1 = tensors[ops[stage.first].inputs[0]], tensors[ops[stage.last].outputs[0]]
-    return PatchPlan(stage, round(macs), int(layer_macs), buffers, x0.nbytes + y1.nbytes)
+        px_in = 0 if pos == 0 else x.shape[3] * x.dtype.itemsize
+        px_out = 0 if i == stage.last else y.shape[3] * y.dtype.itemsize
+        out = max(out, max(ri * ci * px_in + ro * co * px_out
+                           for ro, ri in rs for co, ci in cs))
+    return out
