@@ -80,6 +80,9 @@ def chain(graph: Graph, first: int, last: int) -> list[int]:
             raise ValueError(f"operator {i} ({ops[i].opcode}) cannot run in patches")
         if len(out) != 1 or len(graph.tensors[out[0]].shape) != 4:
             raise ValueError(f"operator {i} ({ops[i].opcode}) has not one 4-D output")
+        if graph.tensors[out[0]].shape[0] != 1:
+            raise ValueError(f"operator {i} ({ops[i].opcode}) runs a batch of "
+                             f"{graph.tensors[out[0]].shape[0]}; patches take one image")
         if i > first and ops[i].inputs[0] != ops[i - 1].outputs[0]:
             raise ValueError(f"operator {i} ({ops[i].opcode}) does not read operator {i - 1}")
         if i < last and readers[out[0]] != 1:

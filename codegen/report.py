@@ -105,6 +105,51 @@ def write_plot(est: Estimate, path: Path) -> Path:
     return path
 
 
+def memory_figure(est: Estimate) -> Any:
+    """The memory view: arena bytes live at each step of the schedule, the layer-by-layer
+    schedule beside it, against the budget and the layer-by-layer bound."""
+    plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    mem = est.memory
+    assert mem is not None
+    x = list(range(len(mem.steps)))
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.32 * len(x) + 3), 4.2))
+    width = 0.4
+    ax.bar([i - width / 2 for i in x], [s[3] for s in mem.steps], width, color="#BBBBBB",
+           label=f"layer by layer (arena {mem.arena_layers:,} B)")
+    staged = {i for st in est.stages for i in range(st.first, st.last + 1)}
+    ax.bar([i + width / 2 for i in x], [s[2] for s in mem.steps], width,
+           color=["#DD8452" if s[0] in staged else "#4C72B0" for s in mem.steps],
+           label=f"{mem.schedule} (arena {mem.arena:,} B)")
+    ax.axhline(mem.bound, color="black", linestyle=":", linewidth=1,
+               label=f"layer-by-layer bound {mem.bound:,} B")
+    if mem.budget is not None:
+        ax.axhline(mem.budget, color="#C44E52", linestyle="--", linewidth=1.2,
+                   label=f"budget {mem.budget:,} B")
+    for st in est.stages:
+        ax.axvspan(st.first - 0.5, st.last + 0.5, color="#DD8452", alpha=0.08)
+    ax.set_ylabel("live arena bytes")
+    ax.yaxis.set_major_formatter(FuncFormatter(thousands))
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{s[0]} {s[1].lower().replace('_2d', '')}" for s in mem.steps],
+                       rotation=70, fontsize=7, ha="right")
+    ax.set_xlabel("step (layer index, op); shaded: patch stages")
+    ax.set_title(f"{est.model} on {est.target}: memory view", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def write_memory_plot(est: Estimate, path: Path) -> Path:
+    """Save `memory_figure` as a PNG."""
+    plt = _pyplot()
+    fig = memory_figure(est)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _num(v: float | int | None, fmt: str = ",.0f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -141,7 +186,35 @@ def _cells(cells: list[str], tag: str = "td") -> str:
     return "<tr>" + "".join(out) + "</tr>"
 
 
-def render_html(est: Estimate, png_name: str) -> str:
+def _memory_html(est: Estimate, png_name: str | None) -> str:
+    """The memory view section: the plot, the stages' overhead and live bytes per step."""
+    e = html.escape
+    mem = est.memory
+    if mem is None:
+        return ""
+    budget = f", budget {mem.budget:,} B" if mem.budget is not None else ""
+    stages = "".join(
+        f"<li>layers {st.first}-{st.last} in {st.grid[0]}x{st.grid[1]} patches: "
+        f"{st.extra_macs:,} more MACs, {st.extra_cycles:,.0f} more cycles</li>"
+        for st in est.stages)
+    rows = "".join(f'<tr><td class="num">{i}</td><td class="text">{e(op)}</td>'
+                   f'<td class="num">{live:,}</td><td class="num">{lbl:,}</td></tr>'
+                   for i, op, live, lbl in mem.steps)
+    img = f'<img src="{e(png_name)}" alt="memory view">' if png_name else ""
+    return f"""<h2>Memory view</h2>
+<p>Schedule: {e(mem.schedule)} ({e(mem.why)}). Arena {mem.arena:,} B,
+{mem.arena / max(mem.bound, 1):.2f} x the layer-by-layer bound {mem.bound:,} B (layer by layer:
+{mem.arena_layers:,} B{budget}).</p>
+<ul>{stages}</ul>
+{img}
+<div class="table-wrap"><table>
+<thead><tr><th class="num">#</th><th class="text">op</th><th class="num">live bytes</th>
+<th class="num">layer by layer</th></tr></thead>
+<tbody>{rows}</tbody></table></div>
+"""
+
+
+def render_html(est: Estimate, png_name: str, memory_png: str | None = None) -> str:
     """A self-contained HTML page: totals, memory fit, the plot and the per-layer table (in a
     horizontally scrolling container; numbers right-aligned, text left, headers likewise)."""
     e = html.escape
@@ -192,12 +265,14 @@ Flash: {fit(est.flash_bytes, est.flash_capacity, est.flash_fits)} ({e(est.flash_
 {body}
 </tbody>
 <tfoot>{total}</tfoot>
-</table></div></body></html>
+</table></div>
+{_memory_html(est, memory_png)}</body></html>
 """
 
 
-def write_report(est: Estimate, outdir: str | Path) -> tuple[Path, Path]:
-    """Write ``<stem>.png`` and ``<stem>.html`` into ``outdir`` (created if missing)."""
+def write_report(est: Estimate, outdir: str | Path) -> tuple[Path, ...]:
+    """Write ``<stem>.png``, ``<stem>_memory.png`` (the memory view) and ``<stem>.html`` into
+    ``outdir`` (created if missing)."""
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out} exists and is not a directory")
@@ -208,6 +283,7 @@ def write_report(est: Estimate, outdir: str | Path) -> tuple[Path, Path]:
         raise ReportError(f"cannot create {out}: {e.strerror}") from None
     stem = report_stem(est)
     png = write_plot(est, out / f"{stem}.png")
+    memory = write_memory_plot(est, out / f"{stem}_memory.png") if est.memory else None
     page = out / f"{stem}.html"
-    page.write_text(render_html(est, png.name))
-    return png, page
+    page.write_text(render_html(est, png.name, memory.name if memory else None))
+    return (png, *([memory] if memory else []), page)

@@ -566,8 +566,9 @@ def estimate(model: ModelLike, target: TargetLike,
 
 
 @_one_line_errors
-def write_report(est: Estimate, outdir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write a per-layer plot (PNG, needs matplotlib) and an HTML table of ``est``."""
+def write_report(est: Estimate, outdir: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """Write a per-layer plot and the memory view (PNGs, need matplotlib) and an HTML table of
+    ``est``."""
     from qlane.codegen.report import write_report as _write_report
 
     return _write_report(est, outdir)

@@ -130,7 +130,14 @@ def test_report_files_are_named_as_the_readme_says(static: qlane.Estimate,
     stem = report_stem(est)
     assert stem == "mobilenet_v1_0_25_128_u8_cortex_m7_emulated"
     assert f"`{stem}.png`" in (ROOT / "README.md").read_text()
-    png, page = write_report(static, tmp_path / "rep")
+    png, memory, page = write_report(static, tmp_path / "rep")
     assert png.name == "mobilenet_v1_0_25_128_u8_cortex_m4_static.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and page == png.with_suffix(".html")
-    assert f'src="{png.name}"' in page.read_text()
+    assert memory.name == "mobilenet_v1_0_25_128_u8_cortex_m4_static_memory.png"
+    assert f"`{memory.name.replace('cortex_m4_static', 'cortex_m7_emulated')}`" in \
+        (ROOT / "README.md").read_text()
+    for p in (png, memory):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page == png.with_suffix(".html")
+    text = page.read_text()
+    assert f'src="{png.name}"' in text and f'src="{memory.name}"' in text
+    assert "Memory view" in text and "layer by layer" in text
