@@ -10,7 +10,7 @@ MODEL  := examples/mobilenet_v1_0.25_128_u8.tflite
 INPUTS := examples/mobilenet_v1_0.25_128_u8.inputs.npz
 OUT    := build/demo
 
-.PHONY: all demo test test-fast lint bench bench-kernels bench-mlperf fuzz-bench clean
+.PHONY: all demo test test-fast lint bench bench-kernels bench-mlperf bench-memory fuzz-bench clean
 
 all: test
 
@@ -50,6 +50,10 @@ bench-kernels: $(STAMP)
 # MLPerf Tiny int8 models: estimate vs the best published silicon (a few minutes)
 bench-mlperf: $(STAMP)
 	$(BIN)/python bench/mlperf_tiny.py
+
+# arena and cycles per schedule beside the layer-by-layer bound and TFLite Micro's arena
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory_schedules.py
 
 fuzz-bench: $(STAMP)
 	$(BIN)/python bench/fuzz_importer.py --count 10000

@@ -8,6 +8,7 @@ which must equal the simulator's.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,9 +46,11 @@ def _harness(project: Project, graph) -> str:
         "int main(void) {",
         "    int round;",
     ]
-    for layer in project.layers:
-        ins = [graph.tensors[t] for t in layer.inputs]
-        outs = [graph.tensors[t] for t in layer.outputs]
+    jobs = [(layer.index, layer, graph) for layer in project.layers]
+    jobs += [(slot, layer, g) for slot, layer, g, _ in project.patch_layers]
+    for index, layer, g in jobs:  # the patch functions too, each on its patch's shapes
+        ins = [g.tensors[t] for t in layer.inputs]
+        outs = [g.tensors[t] for t in layer.outputs]
         lines.append("    for (round = 0; round < 3; ++round) {")
         for k, t in enumerate(ins):
             lines.append(f"        void *i{k} = block({t.nbytes}); "
@@ -60,7 +63,7 @@ def _harness(project: Project, graph) -> str:
             f"        const void *const in[] = {{ {in_list} }};",
             f"        void *const out[] = {{ {out_list} }};",
             f"        void *s = block((size_t){layer.kernel.scratch_bytes});",
-            f"        if ({name}_run_layer({layer.index}, in, out, s) != 0) return 4;",
+            f"        if ({name}_run_layer({index}, in, out, s) != 0) return 4;",
             "        free(s);",
             *[f"        free(i{k});" for k in range(len(ins))],
             *[f"        free(o{k});" for k in range(len(outs))],
@@ -144,3 +147,40 @@ def test_zoo_under_address_and_undefined_sanitizers(target: str, tmp_path: Path)
             offset += n
             assert np.array_equal(got, y[s]), f"sample {s} output {k} differs"
     assert offset == len(stdout)
+
+
+def _expect(stdout: bytes, graph: Graph, inputs: list[np.ndarray]) -> None:
+    expected = Interpreter(graph).run(inputs).outputs
+    blob, offset = memoryview(stdout), 0
+    for s in range(inputs[0].shape[0]):
+        for k, y in enumerate(expected):
+            got = np.frombuffer(blob[offset:offset + y[s].nbytes], y.dtype).reshape(y[s].shape)
+            offset += y[s].nbytes
+            assert np.array_equal(got, y[s]), f"sample {s} output {k} differs"
+    assert offset == len(stdout)
+
+
+@pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
+@pytest.mark.parametrize("target", ["generic", "cortex-m7"])
+def test_schedules_under_address_and_undefined_sanitizers(target: str, tmp_path: Path) -> None:
+    """Patch stages (whole-row and copied patches) and in-place depthwise layers: every patch
+    function alone in exact-size blocks, the model in an arena of exactly the planned size.
+    The zoo's windowed models in patches beside the MLPerf Tiny VWW at half its layer-by-layer
+    bound (the chooser's schedule)."""
+    from test_schedule import VWW, _bound, zoo_in_patches
+
+    from qlane.api import random_inputs
+    from qlane.codegen.schedule import Schedule
+
+    zoo, zoo_x, zoo_schedule = zoo_in_patches()
+    vww = load_tflite(str(VWW))
+    chip = load_target(target)
+    half = generate(vww, chip, memory_budget=_bound(vww) // 2)
+    assert half.schedule.stages and half.schedule.in_place
+    graph, firsts = merge_graphs([zoo, vww], name="sched")
+    stages = [*zoo_schedule.stages, *(dataclasses.replace(
+        s, first=s.first + firsts[1], last=s.last + firsts[1]) for s in half.schedule.stages)]
+    project = generate(graph, chip, name="sched", schedule=Schedule(tuple(stages), True))
+    assert project.in_place and len(project.stages) == len(stages)
+    inputs = [x[:2] for x in zoo_x] + random_inputs(vww, samples=2, seed=4)
+    _expect(run_sanitized(project, graph, inputs, tmp_path, []), graph, inputs)

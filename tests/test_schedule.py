@@ -16,6 +16,7 @@ import pytest
 from conftest import ZOO, ZOO_MODELS, zoo_inputs
 from peers import GraphBuilder, merge_graphs, random_bias, random_weights, spec
 from qlane.api import random_inputs
+from qlane.codegen import schedule as sched
 from qlane.codegen.chooser import choose, default_budget, smallest_schedule
 from qlane.codegen.cost.static import estimate_static
 from qlane.codegen.emit import GenerateError, Project, generate, lower_model
@@ -485,3 +486,21 @@ def test_memory_view_plot_shows_both_schedules_and_the_budget(tmp_path: Path) ->
     assert any(t.startswith("layer-by-layer bound 55,296") for t in labels)
     png, memory, page = write_report(est, tmp_path)
     assert memory.stat().st_size > 10_000 and "Memory view" in page.read_text()
+
+
+def test_an_in_place_offset_too_small_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check has teeth: with the input laid exactly over the output (no rows behind), the
+    depthwise layers overwrite rows they still read and verification fails."""
+    graph = load_tflite(str(MOBILENETS["u8_mobilenet_v1_0.25_128"]))
+    chip = load_target("generic")
+    good = generate(graph, chip, schedule=parse_schedule("inplace"))
+    real = sched.in_place_offset
+    monkeypatch.setattr(sched, "in_place_offset",
+                        lambda g, layer, align=16: None if real(g, layer) is None else 0)
+    bad = generate(graph, chip, schedule=parse_schedule("inplace"))
+    assert bad.in_place and set(bad.in_place) == set(good.in_place)
+    inputs = zoo_inputs("u8_mobilenet_v1_0.25_128")
+    assert verify(graph, chip, inputs, project=good).bit_exact
+    report = verify(graph, chip, inputs, project=bad)
+    assert report.layers and all(r.bit_exact for r in report.layers)  # each layer alone is
+    assert not report.model_bit_exact  # the model, its depthwise layers in place, is not
