@@ -129,6 +129,8 @@ def memory_figure(est: Estimate) -> Any:
                    label=f"budget {mem.budget:,} B")
     for st in est.stages:
         ax.axvspan(st.first - 0.5, st.last + 0.5, color="#DD8452", alpha=0.08)
+    top = max([mem.bound, *(s[3] for s in mem.steps), *([mem.budget] if mem.budget else [])])
+    ax.set_ylim(0, 1.45 * top)  # room for the legend above the bars
     ax.set_ylabel("live arena bytes")
     ax.yaxis.set_major_formatter(FuncFormatter(thousands))
     ax.set_xticks(x)
