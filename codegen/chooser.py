@@ -278,12 +278,14 @@ def choose(low: Lowered, memory_budget: int | None = None) -> tuple[Schedule, st
         _, _, plan, _ = low.plan(schedule)
         return schedule, (f"{schedule.describe()}: the fastest schedule whose arena "
                           f"({plan.arena_bytes} B) fits {what} ({budget} B)"), budget
+    if not given:  # the search for the smallest takes seconds: only when asked for a budget
+        return Schedule(), (f"layer by layer: no schedule fits {what} of {budget} B (give "
+                            "--memory-budget to be told the smallest arena qlane can find)"), \
+            budget
     smallest, arena = smallest_schedule(low)
-    msg = (f"no schedule fits {what} of {budget} B: the smallest arena found is {arena} B "
-           f"({smallest.describe()})")
-    if given:
-        raise GenerateError(msg + f"; give --memory-budget {arena} or more")
-    return Schedule(), f"layer by layer: {msg}", budget
+    raise GenerateError(f"no schedule fits {what} of {budget} B: the smallest arena found is "
+                        f"{arena} B ({smallest.describe()}); give --memory-budget {arena} or "
+                        "more")
 
 
 def _base(low: Lowered) -> list[Buffer]:

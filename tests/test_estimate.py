@@ -324,7 +324,9 @@ def test_report_png_and_html(tmp_path: Path) -> None:
     page = png.with_suffix(".html")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     html = page.read_text()
-    assert html.count("<tr>") == 3 and png.name in html
+    layers, memory = html.split("<h2>Memory view</h2>")
+    assert layers.count("<tr>") == 3 and png.name in html
+    assert memory.count("<tr>") == 2 and "_memory.png" in memory  # its one step
     assert "CONV_2D" in html and "does not fit" not in html
     assert f"wrote {png}" in text
 

@@ -209,7 +209,7 @@ def _host(graph: Graph, target: str, inputs: list[np.ndarray], schedule: Schedul
 @pytest.mark.parametrize("target", HOST_TARGETS)
 def test_random_chains_on_the_host(target: str) -> None:
     rng = np.random.default_rng(len(target))
-    for seed in range(3):
+    for seed in range(2):
         graph, inputs = chain_graph(100 + seed, "int8" if seed != 1 or target == "cortex-m55"
                                     else "uint8")
         schedule = _stages(graph, rng)
@@ -218,12 +218,10 @@ def test_random_chains_on_the_host(target: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "target"), [
-    ("u8_mobilenet_v1_0.25_128", "generic"), ("u8_mobilenet_v1_0.25_128", "cortex-m4"),
-    ("u8_mobilenet_v1_0.25_128", "cortex-a53"), ("i8_mobilenet_v1_0.25_128", "cortex-m4"),
-    ("i8_mobilenet_v1_0.25_128", "cortex-m55")])
+    ("u8_mobilenet_v1_0.25_128", "generic"), ("i8_mobilenet_v1_0.25_128", "cortex-m55")])
 def test_mobilenets_at_half_the_bound_on_the_host(name: str, target: str) -> None:
-    """Each kernel family (C, DSP, NEON, Helium) on the MobileNets' layers, in patches and in
-    place (the int8 NEON kernels run in the instruction-set test)."""
+    """The C and Helium kernel families on the MobileNets' layers, in patches and in place (DSP
+    and NEON run on their instruction sets: `test_every_schedule_on_the_instruction_set`)."""
     graph = load_tflite(str(MOBILENETS[name]))
     budget = _bound(graph) // 2
     project = generate(graph, load_target(target), memory_budget=budget)
@@ -269,7 +267,7 @@ def zoo_in_patches() -> tuple[Graph, list[np.ndarray], Schedule]:
     return graph, inputs, Schedule(tuple(stages), in_place=True)
 
 
-@pytest.mark.parametrize("target", ["generic", "cortex-m4", "cortex-a53"])
+@pytest.mark.parametrize("target", ["generic", "cortex-m4"])
 def test_zoo_models_with_windows_run_in_patches_on_the_host(target: str) -> None:
     assert len(ZOO_WINDOWED) >= 16, ZOO_WINDOWED
     graph, inputs, schedule = zoo_in_patches()
@@ -310,8 +308,11 @@ def test_every_schedule_on_the_instruction_set(target: str) -> None:
 
 
 @pytest.mark.isa
-@pytest.mark.parametrize("path", MLPERF, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in MLPERF if p.stem in ("vww_96_int8", "kws_ref_model")],
+                         ids=lambda p: p.stem)
 def test_mlperf_tiny_at_its_smallest_arena_on_the_cortex_m4(path: Path) -> None:
+    """VWW in patch stages; KWS, whose smallest arena is layer by layer or in place (the other
+    two have no depthwise layer or window chain: `test_mlperf_tiny` verifies them)."""
     graph = load_tflite(str(path))
     chip = load_target("cortex-m4")
     low = lower_model(graph, chip)
@@ -358,7 +359,7 @@ def test_walking_the_budget_down_costs_more_cycles() -> None:
     _, floor = smallest_schedule(low)
     lbl = low.plan(Schedule())[2].arena_bytes
     last_cycles = 0.0
-    budgets = [lbl, *np.linspace(0.9 * lbl, floor, 6).astype(int)]
+    budgets = [lbl, *np.linspace(0.8 * lbl, floor, 4).astype(int)]
     for budget in budgets:
         project = generate(graph, chip, memory_budget=int(budget), lowered=low)
         assert project.plan.arena_bytes <= budget
