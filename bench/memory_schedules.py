@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from qlane.codegen.chooser import smallest_schedule  # noqa: E402
 from qlane.codegen.emit import GenerateError, generate, lower_model  # noqa: E402
-from qlane.codegen.schedule import Schedule  # noqa: E402
+from qlane.codegen.schedule import Schedule, layer_bound  # noqa: E402
 from qlane.codegen.targets import load_target  # noqa: E402
 from qlane.sim import load_tflite  # noqa: E402
 
@@ -64,13 +64,6 @@ def tflm_arena(path: Path) -> tuple[int, int] | None:
     return int(total.group(1)), int(head.group(1))
 
 
-def bound_of(graph: Any) -> int:
-    io = set(graph.inputs) | set(graph.outputs)
-    return max(sum(graph.tensors[t].nbytes for t in (*op.inputs, *op.outputs)
-                   if t >= 0 and t not in io and not graph.tensors[t].is_constant)
-               for op in graph.operators)
-
-
 def io_bytes(graph: Any) -> int:
     """The model's inputs and outputs: the caller's buffers in qlane, in the arena in TFLM."""
     return sum(t.nbytes for t in (*graph.input_tensors, *graph.output_tensors))
@@ -79,7 +72,7 @@ def io_bytes(graph: Any) -> int:
 def rows_for(graph: Any, target: str, mode: str) -> list[dict[str, Any]]:
     chip = load_target(target)
     low = lower_model(graph, chip)
-    bound = bound_of(graph)
+    bound = layer_bound(graph)
     picks: list[tuple[str, Schedule | None, int | None]] = [("layer by layer", Schedule(), None)]
     picks += [(f"budget {share:g} x bound", None, int(share * bound)) for share in SHARES]
     smallest, _ = smallest_schedule(low)
@@ -127,7 +120,7 @@ def main() -> int:
     report: dict[str, Any] = {}
     for label, path in MODELS.items():
         graph = load_tflite(str(path))
-        bound = bound_of(graph)
+        bound = layer_bound(graph)
         tflm = tflm_arena(path)
         tflm_text = (f"TFLite Micro arena {tflm[0]:,} B (tensors {tflm[1]:,} B, inputs and "
                      "outputs included)" if tflm

@@ -293,6 +293,16 @@ def buffers(graph: Graph, layers: Sequence[Layer], stages: Sequence[StageCode] =
     return bufs
 
 
+def layer_bound(graph: Graph) -> int:
+    """The layer-by-layer bound: the largest input + output of one operator, arena tensors only
+    (the model's inputs and outputs are the caller's buffers); no layer-by-layer schedule's
+    arena is smaller."""
+    io = set(graph.inputs) | set(graph.outputs)
+    return max((sum(graph.tensors[t].nbytes for t in (*op.inputs, *op.outputs)
+                    if t >= 0 and t not in io and not graph.tensors[t].is_constant)
+                for op in graph.operators), default=0)
+
+
 def live_bytes(bufs: Sequence[Buffer], steps: int) -> list[int]:
     """Bytes live at each step (the arena can be no smaller than the largest); an anchored
     buffer and its anchor, live together, count their union."""

@@ -167,15 +167,15 @@ def test_schedules_under_address_and_undefined_sanitizers(target: str, tmp_path:
     function alone in exact-size blocks, the model in an arena of exactly the planned size.
     The zoo's windowed models in patches beside the MLPerf Tiny VWW at half its layer-by-layer
     bound (the chooser's schedule)."""
-    from test_schedule import VWW, _bound, zoo_in_patches
+    from test_schedule import VWW, zoo_in_patches
 
     from qlane.api import random_inputs
-    from qlane.codegen.schedule import Schedule
+    from qlane.codegen.schedule import Schedule, layer_bound
 
     zoo, zoo_x, zoo_schedule = zoo_in_patches()
     vww = load_tflite(str(VWW))
     chip = load_target(target)
-    half = generate(vww, chip, memory_budget=_bound(vww) // 2)
+    half = generate(vww, chip, memory_budget=layer_bound(vww) // 2)
     assert half.schedule.stages and half.schedule.in_place
     graph, firsts = merge_graphs([zoo, vww], name="sched")
     stages = [*zoo_schedule.stages, *(dataclasses.replace(

@@ -29,6 +29,7 @@ from qlane.codegen.schedule import (
     Schedule,
     ScheduleError,
     in_place_offset,
+    layer_bound,
     live_bytes,
     parse_schedule,
 )
@@ -46,14 +47,6 @@ MOBILENETS = {n: ZOO / f"{n}.tflite" for n in ("u8_mobilenet_v1_0.25_128",
 VWW = ROOT / "examples" / "mlperf_tiny" / "vww_96_int8.tflite"
 MLPERF = sorted((ROOT / "examples" / "mlperf_tiny").glob("*.tflite"))
 HOST_TARGETS = ["generic", "cortex-m4", "cortex-a53", "cortex-m55"]  # C, DSP, NEON, MVE kernels
-
-
-def _bound(graph: Graph) -> int:
-    """The layer-by-layer bound: the largest input + output of one layer (arena tensors)."""
-    io = set(graph.inputs) | set(graph.outputs)
-    return max(sum(graph.tensors[t].nbytes for t in (*op.inputs, *op.outputs)
-                   if t >= 0 and t not in io and not graph.tensors[t].is_constant)
-               for op in graph.operators)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +216,7 @@ def test_mobilenets_at_half_the_bound_on_the_host(name: str, target: str) -> Non
     """The C and Helium kernel families on the MobileNets' layers, in patches and in place (DSP
     and NEON run on their instruction sets: `test_every_schedule_on_the_instruction_set`)."""
     graph = load_tflite(str(MOBILENETS[name]))
-    budget = _bound(graph) // 2
+    budget = layer_bound(graph) // 2
     project = generate(graph, load_target(target), memory_budget=budget)
     assert project.plan.arena_bytes <= budget and project.schedule.stages
     report = verify(graph, load_target(target), zoo_inputs(name), project=project)
@@ -296,7 +289,7 @@ def test_every_schedule_on_the_instruction_set(target: str) -> None:
     chip = load_target(target)
     for path in [*MOBILENETS.values(), VWW]:
         graph = load_tflite(str(path))
-        project = generate(graph, chip, memory_budget=_bound(graph) // 2)
+        project = generate(graph, chip, memory_budget=layer_bound(graph) // 2)
         assert project.schedule.stages and project.schedule.in_place
         _isa(graph, target, random_inputs(graph, samples=1, seed=5), project)
     rng = np.random.default_rng(7)
@@ -325,7 +318,7 @@ def test_mlperf_tiny_at_its_smallest_arena_on_the_cortex_m4(path: Path) -> None:
 @pytest.mark.isa
 def test_mobilenet_in_patches_on_helium() -> None:
     graph = load_tflite(str(MOBILENETS["i8_mobilenet_v1_0.25_128"]))
-    project = generate(graph, load_target("cortex-m55"), memory_budget=_bound(graph) // 2)
+    project = generate(graph, load_target("cortex-m55"), memory_budget=layer_bound(graph) // 2)
     _isa(graph, "cortex-m55", random_inputs(graph, samples=1, seed=9), project)
 
 
@@ -340,7 +333,7 @@ def test_half_the_bound_within_fifteen_percent_more_cycles(path: Path, target: s
     estimated (static) cycles than the layer-by-layer schedule."""
     graph = load_tflite(str(path))
     chip = load_target(target)
-    bound = _bound(graph)
+    bound = layer_bound(graph)
     assert bound == {"vww_96_int8": 55_296}.get(path.stem, 98_304)
     whole = estimate_static(graph, chip, schedule=Schedule())
     half = estimate_static(graph, chip, memory_budget=bound // 2)
@@ -377,7 +370,7 @@ def test_nothing_fits_names_the_smallest_arena() -> None:
     with pytest.raises(GenerateError, match=r"smallest arena found is (\d+) B") as err:
         choose(low, 4096)
     smallest = int(str(err.value).split("smallest arena found is ")[1].split(" ")[0])
-    assert smallest < _bound(graph) // 3
+    assert smallest < layer_bound(graph) // 3
     schedule, _, _ = choose(low, smallest)
     assert low.plan(schedule)[2].arena_bytes <= smallest
 
@@ -408,9 +401,9 @@ def test_default_budget_is_the_chips_ram() -> None:
 def test_manifest_and_estimate_record_the_schedule() -> None:
     graph = load_tflite(str(VWW))
     chip = load_target("cortex-m7")
-    project = generate(graph, chip, memory_budget=_bound(graph) // 2)
+    project = generate(graph, chip, memory_budget=layer_bound(graph) // 2)
     m = project.manifest["schedule"]
-    assert m["spec"] == project.schedule.spec() and m["memory_budget"] == _bound(graph) // 2
+    assert m["spec"] == project.schedule.spec() and m["memory_budget"] == layer_bound(graph) // 2
     assert [(s["first"], s["last"]) for s in m["stages"]] == \
         [(s.first, s.last) for s in project.schedule.stages]
     assert len(project.manifest["patch_layers"]) == len(project.patch_layers)
@@ -422,7 +415,7 @@ def test_manifest_and_estimate_record_the_schedule() -> None:
     steps = doc["memory"]["steps"]
     assert len(steps) == len(graph.operators)
     assert max(s["live"] for s in steps) <= project.plan.arena_bytes
-    assert max(s["live_layer_by_layer"] for s in steps) >= _bound(graph)
+    assert max(s["live_layer_by_layer"] for s in steps) >= layer_bound(graph)
     assert [s["first"] for s in doc["stages"]] == [s.first for s in project.schedule.stages]
     assert any("more MACs" in n for n in est.notes)
 

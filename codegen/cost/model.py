@@ -335,19 +335,16 @@ def scheduled(project: Any, graph: Graph, whole: dict[int, LayerEstimate],
 def memory_view(project: Any, graph: Graph) -> MemoryView:
     """`MemoryView` of a generated project."""
     from ..planner import plan_arena
-    from ..schedule import buffers, live_bytes
+    from ..schedule import buffers, layer_bound, live_bytes
 
     n = len(graph.operators)
     ops = graph.operators
     live = live_bytes(buffers(graph, project.layers, project.stages, project.in_place), n)
     lbl_bufs = buffers(graph, project.layers)
     lbl = live_bytes(lbl_bufs, n)
-    io = set(graph.inputs) | set(graph.outputs)
-    bound = max((sum(graph.tensors[t].nbytes for t in (*la.inputs, *la.outputs)
-                     if t not in io) for la in project.layers), default=0)
     return MemoryView(project.schedule.describe(), project.schedule_note,
                       project.memory_budget, project.plan.arena_bytes,
-                      plan_arena(lbl_bufs, 16).arena_bytes, bound,
+                      plan_arena(lbl_bufs, 16).arena_bytes, layer_bound(graph),
                       [(i, ops[i].opcode, live[i], lbl[i]) for i in range(n)])
 
 
