@@ -96,10 +96,10 @@ def plot_figure(est: Estimate) -> Any:
     return fig
 
 
-def write_plot(est: Estimate, path: Path) -> Path:
-    """Save `plot_figure` as a PNG."""
+def write_plot(est: Estimate, path: Path, figure: Any = None) -> Path:
+    """Save ``figure(est)`` (default `plot_figure`) as a PNG."""
     plt = _pyplot()
-    fig = plot_figure(est)
+    fig = (figure or plot_figure)(est)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -141,15 +141,6 @@ def memory_figure(est: Estimate) -> Any:
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return fig
-
-
-def write_memory_plot(est: Estimate, path: Path) -> Path:
-    """Save `memory_figure` as a PNG."""
-    plt = _pyplot()
-    fig = memory_figure(est)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _num(v: float | int | None, fmt: str = ",.0f") -> str:
@@ -285,7 +276,8 @@ def write_report(est: Estimate, outdir: str | Path) -> tuple[Path, ...]:
         raise ReportError(f"cannot create {out}: {e.strerror}") from None
     stem = report_stem(est)
     png = write_plot(est, out / f"{stem}.png")
-    memory = write_memory_plot(est, out / f"{stem}_memory.png") if est.memory else None
+    memory = (write_plot(est, out / f"{stem}_memory.png", memory_figure) if est.memory
+              else None)
     page = out / f"{stem}.html"
     page.write_text(render_html(est, png.name, memory.name if memory else None))
     return (png, *([memory] if memory else []), page)
