@@ -1,12 +1,13 @@
 """The schedule chooser: the fastest schedule whose arena fits a memory budget.
 
-Layer by layer is the fastest schedule. When its arena exceeds the budget, every step whose
-live bytes exceed it must run inside a patch stage. Candidate stages (chains of operators with
-a grid of up to 8 x 8 patches) are costed with the target's static cycle model on their patch
-shapes (MACs where the target has none) and sized from their patch buffers; a dynamic program
-over the operators picks the disjoint stages that cover every such step at the fewest extra
-cycles. The pick is then lowered and planned exactly; a pick whose exact arena still exceeds
-the budget is dropped and the next best taken.
+Layer by layer is the fastest schedule; depthwise layers in place cost nothing more. When
+neither fits the budget, every step whose live bytes (depthwise in place) exceed it must run
+inside a patch stage. Candidate stages (chains of operators with a grid of up to 8 x 8
+patches) are costed with the target's static cycle model on their patch shapes (MACs where the
+target has none) and sized from their patch buffers; a dynamic program over the operators picks
+the disjoint stages that cover every such step at the fewest extra cycles. Each stage of the
+pick is then lowered and its steps sized exactly, and the whole schedule planned; a stage or
+pick that does not fit is dropped and the next best taken.
 """
 
 from __future__ import annotations
