@@ -284,14 +284,21 @@ def _isa(graph: Graph, target: str, inputs: list[np.ndarray], project: Project) 
 @pytest.mark.isa
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-a53"])
 def test_every_schedule_on_the_instruction_set(target: str) -> None:
-    """The MobileNets and VWW at half the bound (patch stages, in place), random chains under
-    random stages, and the zoo's windowed models in patches."""
+    """The MobileNets and VWW at half the bound (patch stages, in place); KWS and ResNet (the
+    chains inside its residual blocks, their skip tensors live across the stages) in given
+    stages; random chains under random stages; the zoo's windowed models in patches. (AD01 is
+    fully connected layers only: layer by layer is its one schedule.)"""
     chip = load_target(target)
     for path in [*MOBILENETS.values(), VWW]:
         graph = load_tflite(str(path))
         project = generate(graph, chip, memory_budget=layer_bound(graph) // 2)
         assert project.schedule.stages and project.schedule.in_place
         _isa(graph, target, random_inputs(graph, samples=1, seed=5), project)
+    for name, spec_ in (("kws_ref_model", "0-4:5x1,6-8:2x2,inplace"),
+                        ("pretrainedResnet_quant", "1-2:2x2,4-5:3x1,8-9:1x2")):
+        graph = load_tflite(str(ROOT / "examples" / "mlperf_tiny" / f"{name}.tflite"))
+        project = generate(graph, chip, schedule=parse_schedule(spec_))
+        _isa(graph, target, random_inputs(graph, samples=1, seed=6), project)
     rng = np.random.default_rng(7)
     for seed in range(3):
         graph, inputs = chain_graph(200 + seed, "int8" if seed else "uint8")
