@@ -42,6 +42,7 @@ from qlane.api import (  # noqa: E402  (emit reads __version__ while this packag
     write_report,
 )
 from qlane.codegen.emit import GenerateError, Project  # noqa: E402
+from qlane.codegen.schedule import Schedule, ScheduleError  # noqa: E402
 from qlane.codegen.targets import Target, TargetError  # noqa: E402
 from qlane.errors import InputError, QlaneError  # noqa: E402
 from qlane.sim import (  # noqa: E402
@@ -98,6 +99,8 @@ __all__ = [
     "Report",
     "ReportError",
     "Result",
+    "Schedule",
+    "ScheduleError",
     "Target",
     "TargetError",
     "TensorFacts",
