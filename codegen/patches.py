@@ -85,6 +85,8 @@ def chain(graph: Graph, first: int, last: int) -> list[int]:
                              f"{graph.tensors[out[0]].shape[0]}; patches take one image")
         if i > first and ops[i].inputs[0] != ops[i - 1].outputs[0]:
             raise ValueError(f"operator {i} ({ops[i].opcode}) does not read operator {i - 1}")
+        if i < last and out[0] in graph.outputs:
+            raise ValueError(f"operator {i} ({ops[i].opcode})'s output is a model output")
         if i < last and readers[out[0]] != 1:
             raise ValueError(f"operator {i} ({ops[i].opcode})'s output is read more than once")
     return list(range(first, last + 1))

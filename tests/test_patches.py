@@ -4,6 +4,8 @@ schedule."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,11 @@ def test_chain_rejects_a_branch() -> None:
     add = next(i for i, op in enumerate(graph.operators) if op.opcode == "ADD")
     with pytest.raises(ValueError, match="read more than once|does not read"):
         chain(graph, 0, add)
+
+
+def test_chain_rejects_an_inner_model_output(mobilenet) -> None:  # type: ignore[no-untyped-def]
+    graph, _ = mobilenet
+    exposed = dataclasses.replace(graph, outputs=[*graph.outputs, graph.operators[1].outputs[0]])
+    chain(graph, 0, 3)
+    with pytest.raises(ValueError, match="model output"):
+        chain(exposed, 0, 3)
