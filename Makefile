@@ -10,7 +10,7 @@ MODEL  := examples/mobilenet_v1_0.25_128_u8.tflite
 INPUTS := examples/mobilenet_v1_0.25_128_u8.inputs.npz
 OUT    := build/demo
 
-.PHONY: all demo test test-fast lint bench bench-kernels bench-mlperf bench-memory fuzz-bench clean
+.PHONY: all demo test test-deep test-fast lint bench bench-kernels bench-mlperf bench-memory fuzz-bench clean
 
 all: test
 
@@ -34,8 +34,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# every tier but "deep" (tests/conftest.py): under 15 minutes on two cores from a cold cache
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not deep"
+
+# the exhaustive sweeps: every sanitizer build, every schedule on every instruction set, the
+# sibling chips of a kernel family (CI runs it after `make test`; about 15 minutes)
+test-deep: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m deep
 
 # the inner loop: pure-Python tests only (tier "fast", see tests/conftest.py), no C build
 test-fast: $(STAMP)

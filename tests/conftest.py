@@ -7,7 +7,10 @@ own where a module mixes tiers (``@pytest.mark.isa``) or from `OVERRIDES`:
 - ``slow``: pure Python, but seconds each (the schedule chooser's searches);
 - ``hostc``: compiles generated C on the host;
 - ``isa``: cross-compiles with zig and runs in the instruction-set emulator;
-- ``peers``: runs live LiteRT or TFLite Micro.
+- ``peers``: runs live LiteRT or TFLite Micro;
+- ``deep``: the exhaustive sweeps, minutes each: every sanitizer build, every schedule on every
+  instruction set, the sibling chips of a kernel family (``make test-deep``; CI runs it after
+  ``make test``, which leaves it out to stay within 15 minutes on two cores).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ def zoo() -> Path:
     return ZOO
 
 
+def deep(*values: Any) -> Any:
+    """A parameter set in the ``deep`` tier (a sibling chip of one already in ``make test``)."""
+    return pytest.param(*values, marks=pytest.mark.deep)
+
+
 def zoo_inputs(name: str) -> list[np.ndarray]:
     """``in0``, ``in1``, ... of a zoo model, each ``[N, *input_shape]``."""
     d = np.load(ZOO / f"{name}.npz")
@@ -40,7 +48,7 @@ def zoo_reference(name: str) -> list[np.ndarray]:
     return [d[f"out{k}"] for k in range(len(d.files))]
 
 
-TIER_NAMES = ("fast", "slow", "hostc", "isa", "peers")
+TIER_NAMES = ("fast", "slow", "hostc", "isa", "peers", "deep")
 TIERS: dict[str, str] = {
     "test_api": "fast",
     "test_cli": "fast",
@@ -53,7 +61,7 @@ TIERS: dict[str, str] = {
     "test_codegen_framework": "fast",
     "test_codegen_neon": "hostc",
     "test_codegen_project": "hostc",
-    "test_codegen_sanitize": "hostc",
+    "test_codegen_sanitize": "deep",
     "test_codegen_zoo": "hostc",
     "test_determinism": "fast",
     "test_cprims": "hostc",
@@ -123,13 +131,13 @@ OVERRIDES: dict[str, dict[str, str]] = {
                           "test_symbols_name_variant_and_tile": "fast",
                           "test_unsupported_layers_say_why": "fast",
                           "test_zoo_fallbacks_are_explicit": "fast",
-                          "test_emulated_cortex_a72": "isa",
+                          "test_emulated_cortex_a72": "deep",
                           "test_relu_outputs_drop_the_tie_fixup_and_stay_exact": "isa"},
     "test_codegen_project": {"test_placement_first_fit_and_overflow": "fast",
                              "test_board_example_with_zig_runs_on_the_core": "isa",
                              "test_board_example_with_arm_gcc_runs_and_its_map_matches_the_"
                              "placement": "isa"},
-    "test_codegen_zoo": {"test_zoo_on_the_chip_instruction_set": "isa"},
+    "test_codegen_zoo": {"test_zoo_on_the_chip_instruction_set": "deep"},
     "test_cprims": {"test_every_primitive_has_a_c_spelling_per_isa": "fast",
                     "test_header_text": "fast", "test_neon_header_switches_on_arm_macros": "fast",
                     "test_simde_include_dir": "fast", "test_unknown_isa": "fast"},
@@ -167,6 +175,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         module = item.module.__name__
         own = [m.name for m in item.iter_markers() if m.name in TIER_NAMES]
+        if "deep" in own and len(set(own)) > 1:  # a `deep` parameter set leaves its test's tier
+            item.own_markers = [m for m in item.own_markers
+                                if m.name not in TIER_NAMES or m.name == "deep"]
+            own = ["deep"]
         if not own:
             if module not in TIERS:
                 problems.append(f"{module}: give the module a tier in TIERS in tests/conftest.py")

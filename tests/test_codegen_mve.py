@@ -14,6 +14,7 @@ import pytest
 from test_codegen_dsp import Layers
 from test_cprims import STRICT
 
+from conftest import deep
 from qlane.codegen import qemu
 from qlane.codegen.cross import GCC
 from qlane.codegen.emit import generate
@@ -260,7 +261,7 @@ def qemu_skip_reason() -> str | None:
 
 
 @pytest.mark.isa
-@pytest.mark.parametrize(("chip", "cc"), [("cortex-m55", "zig"), ("cortex-m85", "zig"),
+@pytest.mark.parametrize(("chip", "cc"), [("cortex-m55", "zig"), deep("cortex-m85", "zig"),
                                           ("cortex-m55", "gcc")])
 def test_mve_layers_bit_exact_on_the_cortex_m55(chip: str, cc: str) -> None:
     """The same layers built with the real arm_mve.h (zig, tuned for the Cortex-M55, and for the

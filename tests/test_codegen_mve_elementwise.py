@@ -16,6 +16,7 @@ import pytest
 from test_codegen_dsp import Layers
 from test_codegen_mve import _mve_target, qemu_skip_reason
 
+from conftest import deep
 from peers import spec
 from qlane.codegen import qemu
 from qlane.codegen.emit import generate
@@ -154,7 +155,7 @@ def test_mve_add_every_input_pair_bit_exact() -> None:
         assert all(r.bit_exact for r in report.layers), [r.first for r in report.layers]
 
 
-@pytest.mark.hostc
+@pytest.mark.deep
 def test_mve_elementwise_layers_under_address_and_undefined_sanitizers(tmp_path: Path) -> None:
     """The layers with every tensor in its own exact-size heap block under ASan and UBSan: the
     predicated tails read and write no byte outside their tensors."""
@@ -234,7 +235,7 @@ def test_rounded_mean_by_vmulh_is_exact_for_every_count_and_sum() -> None:
 
 @pytest.mark.isa
 @pytest.mark.parametrize("rounding, chip", [("double", "cortex-m55"), ("single", "cortex-m55"),
-                                           ("double", "cortex-m85")])
+                                           deep("double", "cortex-m85")])
 def test_mve_elementwise_layers_bit_exact_on_the_cortex_m55(rounding: str, chip: str) -> None:
     """The same layers built with zig's arm_mve.h for the Cortex-M55 (and tuned for the M85,
     whose code runs on the same instruction set) and run on QEMU's mps3-an547 Cortex-M55, each

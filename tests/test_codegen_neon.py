@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS
+from conftest import ZOO, ZOO_MODELS, deep
 from peers import (
     GraphBuilder,
     merge_graphs,
@@ -301,7 +301,7 @@ def mixed_graph(seed: int, flip: bool) -> tuple[Graph, list[np.ndarray]]:
     return m.build(f"mixed{seed}")
 
 
-@pytest.mark.parametrize("rounding,seed,flip", [("double", 1, False), ("single", 2, True)])
+@pytest.mark.parametrize("rounding,seed,flip", [("double", 1, False), deep("single", 2, True)])
 def test_random_layers_bit_exact(build_root: Path, rounding: str, seed: int, flip: bool) -> None:
     graph, xs = mixed_graph(seed, flip)
     check_report(verify(graph, TARGET, xs, rounding, build_root=build_root), graph)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS, zoo_inputs
+from conftest import ZOO, ZOO_MODELS, deep, zoo_inputs
 from peers import GraphBuilder, merge_graphs, random_bias, random_weights, spec
 from qlane.api import random_inputs
 from qlane.codegen import schedule as sched
@@ -211,7 +211,7 @@ def test_random_chains_on_the_host(target: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "target"), [
-    ("u8_mobilenet_v1_0.25_128", "generic"), ("i8_mobilenet_v1_0.25_128", "cortex-m55")])
+    ("u8_mobilenet_v1_0.25_128", "generic"), deep("i8_mobilenet_v1_0.25_128", "cortex-m55")])
 def test_mobilenets_at_half_the_bound_on_the_host(name: str, target: str) -> None:
     """The C and Helium kernel families on the MobileNets' layers, in patches and in place (DSP
     and NEON run on their instruction sets: `test_every_schedule_on_the_instruction_set`)."""
@@ -281,7 +281,7 @@ def _isa(graph: Graph, target: str, inputs: list[np.ndarray], project: Project) 
     assert report.bit_exact, (project.schedule.describe(), bad, report.model_first)
 
 
-@pytest.mark.isa
+@pytest.mark.deep
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-a53"])
 def test_every_schedule_on_the_instruction_set(target: str) -> None:
     """The MobileNets and VWW at half the bound (patch stages, in place); KWS and ResNet (the
