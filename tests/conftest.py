@@ -8,7 +8,7 @@ own where a module mixes tiers (``@pytest.mark.isa``) or from `OVERRIDES`:
 - ``hostc``: compiles generated C on the host;
 - ``isa``: cross-compiles with zig and runs in the instruction-set emulator;
 - ``peers``: runs live LiteRT or TFLite Micro;
-- ``deep``: the exhaustive sweeps, minutes each: every sanitizer build, every schedule on every
+- ``deep``: the exhaustive sweeps: every sanitizer build, every schedule on every
   instruction set, the sibling chips of a kernel family (``make test-deep``; CI runs it after
   ``make test``, which leaves it out to stay within 15 minutes on two cores).
 """
@@ -31,7 +31,7 @@ def zoo() -> Path:
 
 
 def deep(*values: Any) -> Any:
-    """A parameter set in the ``deep`` tier (a sibling chip of one already in ``make test``)."""
+    """A parameter set in the ``deep`` tier (its test's other parameter sets stay in theirs)."""
     return pytest.param(*values, marks=pytest.mark.deep)
 
 
