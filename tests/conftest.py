@@ -36,6 +36,11 @@ def deep(*values: Any) -> Any:
     return pytest.param(*values, marks=pytest.mark.deep)
 
 
+def deep_for(values: list[str], *chosen: str) -> list[Any]:
+    """``values`` as parameters, those in ``chosen`` in the ``deep`` tier."""
+    return [deep(v) if v in chosen else v for v in values]
+
+
 def zoo_inputs(name: str) -> list[np.ndarray]:
     """``in0``, ``in1``, ... of a zoo model, each ``[N, *input_shape]``."""
     d = np.load(ZOO / f"{name}.npz")

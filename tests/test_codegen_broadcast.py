@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import deep
+from conftest import deep_for
 from peers import GraphBuilder, random_activation_quant, spec
 from qlane.codegen.emulate import emulate_verify
 from qlane.codegen.targets import load_target
@@ -90,13 +90,13 @@ def test_patterns_cover_every_axis_and_rank(case) -> None:
     assert {lab.split()[0] for lab in labels} == {"ADD", "SUB", "MUL"}
 
 
-@pytest.mark.parametrize("target", [deep(t) if t == "cortex-a72" else t for t in HOST_TARGETS])
+@pytest.mark.parametrize("target", deep_for(HOST_TARGETS, "cortex-a72"))
 def test_broadcast_host(case, target: str, tmp_path: Path) -> None:
     graph, data, labels = case
     _check(verify(graph, load_target(target), data, build_root=tmp_path), labels)
 
 
-@pytest.mark.parametrize("target", [deep(t) if t == "cortex-a72" else t for t in ISA_TARGETS])
+@pytest.mark.parametrize("target", deep_for(ISA_TARGETS, "cortex-a72"))
 def test_broadcast_instruction_set(case, target: str, tmp_path: Path) -> None:
     graph, data, labels = case
     report = emulate_verify(graph, load_target(target), data, build_root=tmp_path, count=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ZOO, ZOO_MODELS, deep, zoo_inputs, zoo_reference
+from conftest import ZOO, ZOO_MODELS, deep_for, zoo_inputs, zoo_reference
 from peers import merge_graphs
 from qlane.codegen.emulate import emulate_verify
 from qlane.codegen.machine import llvm_decode
@@ -55,7 +55,7 @@ def test_zoo_single_op_models(target: str) -> None:
     _check(SMALL, target)
 
 
-@pytest.mark.parametrize("target", [deep(t) if t == "cortex-a72" else t for t in TARGETS])
+@pytest.mark.parametrize("target", deep_for(TARGETS, "cortex-a72"))
 @pytest.mark.parametrize("name", MOBILENETS)
 def test_zoo_mobilenet(target: str, name: str) -> None:
     _check([name], target)
